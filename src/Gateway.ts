@@ -1,0 +1,183 @@
+/**
+ * Wiring: config → IR → compiled snapshot → listeners, plus the ops servers, the access log,
+ * metrics, hot reload and graceful drain.
+ *
+ * A reload builds the next snapshot completely (decode, normalise, compile, open any new
+ * ports) before it swaps one reference; if any step fails the running snapshot keeps serving
+ * untouched, the error is logged and `agentgateway_config_reloads_total{result="failure"}`
+ * counts it. In-flight requests finish on the snapshot they started with, because each holds
+ * its compiled handler.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Exit, Layer, Scope, Semaphore } from "effect"
+import { UpstreamPools } from "./backends/Pools.ts"
+import * as Ops from "./admin/Ops.ts"
+import { ConfigError } from "./config/ConfigError.ts"
+import * as Env from "./config/Env.ts"
+import * as Load from "./config/Load.ts"
+import * as Normalize from "./config/Normalize.ts"
+import * as Watch from "./config/Watch.ts"
+import type * as Ir from "./ir/Ir.ts"
+import { ListenerSet } from "./listeners/Listeners.ts"
+import { AccessLog } from "./observability/AccessLog.ts"
+import { RequestMetrics } from "./observability/Metrics.ts"
+import * as Snapshot from "./state/Snapshot.ts"
+import { VERSION } from "./Version.ts"
+
+export type ConfigSource =
+  | { readonly _tag: "File"; readonly path: string; readonly watch: boolean }
+  | { readonly _tag: "Inline"; readonly text: string }
+  | { readonly _tag: "Stdin" }
+
+export interface Options {
+  readonly source: ConfigSource
+  /** Environment for `$VAR` expansion and address overrides. Default: `process.env`. */
+  readonly env?: Env.Lookup
+  /** Where access-log lines go. Default: stdout. */
+  readonly accessLogSink?: { write(line: string): void }
+}
+
+/** Reads, decodes and normalises a config text; errors carry file:line:column. */
+export const loadIr = (text: string, file: string, env: Env.Lookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
+  Effect.flatMap(Load.parse(text, file, env), (loaded) =>
+    Normalize.normalize(loaded.config, env).pipe(Effect.mapError((e) => Load.locateIssues(loaded.source, e)))
+  )
+
+const sourceName = (source: ConfigSource) => (source._tag === "File" ? source.path : source._tag === "Stdin" ? "-" : "<inline>")
+
+const readSource = (source: ConfigSource): Effect.Effect<string, ConfigError> =>
+  source._tag === "Inline" ? Effect.succeed(source.text) : Load.readText(source._tag === "File" ? source.path : "-")
+
+/** Validates a config completely (decode, normalise, compile) without opening any port. */
+export const validate = (source: ConfigSource, env: Env.Lookup = Env.processLookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
+  Effect.gen(function*() {
+    const text = yield* readSource(source)
+    const file = sourceName(source)
+    const ir = yield* loadIr(text, file, env)
+    yield* Effect.scoped(Snapshot.build(ir)).pipe(Effect.provide(UpstreamPools.layer))
+    return ir
+  })
+
+export interface Ports {
+  /** Data-plane ports that are listening, by configured port (equal unless 0 was configured). */
+  readonly data: ReadonlyMap<number, number>
+  readonly admin: number | undefined
+  readonly stats: number | undefined
+  readonly readiness: number | undefined
+}
+
+export class Gateway extends Context.Service<Gateway, {
+  readonly current: () => Ir.Snapshot | undefined
+  /** Re-reads the source and applies it; fails (and keeps serving the old snapshot) on any error. */
+  readonly reload: Effect.Effect<void, ConfigError>
+  readonly ports: () => Ports
+}>()("agw/Gateway") {
+  static readonly layer = (options: Options) =>
+    Layer.effect(
+      Gateway,
+      Effect.gen(function*() {
+        const env = options.env ?? Env.processLookup
+        const context = yield* Effect.context<never>()
+        const metrics = new RequestMetrics(context)
+        metrics.buildInfo(VERSION)
+        const file = sourceName(options.source)
+        const text = yield* readSource(options.source)
+        const firstIr = yield* loadIr(text, file, env)
+
+        let current: { readonly compiled: Snapshot.Compiled; readonly scope: Scope.Closeable } | undefined
+        let accessLog = new AccessLog(firstIr.settings.logFormat, firstIr.settings.accessLogRemove, options.accessLogSink)
+        const listeners = new ListenerSet({
+          current: () => current?.compiled,
+          maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
+          accessLog: () => accessLog,
+          metrics,
+          context
+        })
+        const pools = yield* Effect.service(UpstreamPools)
+        const lock = yield* Semaphore.make(1)
+
+        const apply = (ir: Ir.Snapshot) =>
+          lock.withPermits(1)(
+            Effect.gen(function*() {
+              const scope = yield* Scope.make()
+              const built = yield* Snapshot.build(ir).pipe(
+                Scope.provide(scope),
+                Effect.provideService(UpstreamPools, pools),
+                Effect.onError(() => Scope.close(scope, Exit.void))
+              )
+              const prepared = yield* listeners.prepare(built).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+              const previous = current
+              current = { compiled: built, scope }
+              accessLog = new AccessLog(ir.settings.logFormat, ir.settings.accessLogRemove, options.accessLogSink)
+              yield* Effect.promise(() => prepared.commit(ir.settings.terminationDeadlineMs))
+              if (previous !== undefined) yield* Scope.close(previous.scope, Exit.void)
+            })
+          )
+
+        yield* apply(firstIr)
+        metrics.configLoad(true)
+
+        const reload = Effect.gen(function*() {
+          const next = yield* readSource(options.source)
+          const ir = yield* loadIr(next, file, env)
+          yield* apply(ir)
+        }).pipe(
+          Effect.tap(() => Effect.sync(() => metrics.configLoad(true))),
+          Effect.tap(() => Effect.logInfo(`config reloaded from ${file}`)),
+          Effect.tapError((e) =>
+            Effect.sync(() => metrics.configLoad(false)).pipe(
+              Effect.andThen(Effect.logError(`config reload failed; the previous config keeps serving:\n${e.message}`))
+            )
+          )
+        )
+
+        const settings = firstIr.settings
+        const ready = () => current !== undefined && !draining
+        let draining = false
+        const admin = yield* Ops.serve("adminAddr", settings.adminAddr, { "/config_dump": Ops.configDump(() => current?.compiled.ir) })
+        const stats = yield* Ops.serve("statsAddr", settings.statsAddr, {
+          "/metrics": Ops.metrics(context),
+          "/stats/prometheus": Ops.metrics(context)
+        })
+        const readiness = yield* Ops.serve("readinessAddr", settings.readinessAddr, { "/healthz/ready": Ops.readiness(ready) })
+
+        // Drain on shutdown: stop accepting, let in-flight requests finish up to the deadline.
+        yield* Effect.addFinalizer(() =>
+          Effect.gen(function*() {
+            draining = true
+            const s = current?.compiled.ir.settings ?? settings
+            yield* Effect.logInfo(`draining: waiting up to ${s.terminationDeadlineMs}ms for in-flight requests`)
+            if (s.terminationMinDeadlineMs > 0) yield* Effect.sleep(s.terminationMinDeadlineMs)
+            yield* Effect.promise(() => listeners.closeAll(s.terminationDeadlineMs))
+            accessLog.drain()
+            if (current !== undefined) yield* Scope.close(current.scope, Exit.void)
+          })
+        )
+
+        if (options.source._tag === "File" && options.source.watch) {
+          yield* Watch.watch(options.source.path, Effect.ignore(reload))
+        }
+
+        yield* Effect.logInfo(
+          `effect-agentgateway ${VERSION} serving ${[...listeners.servers.keys()].map((p) => `:${p}`).join(", ") || "no ports"} (config ${file})`
+        )
+
+        return Gateway.of({
+          current: () => current?.compiled.ir,
+          reload,
+          ports: () => ({
+            data: new Map(
+              [...listeners.servers].map(([configured, s]) => {
+                const address = s.server.address()
+                return [configured, typeof address === "object" && address !== null ? address.port : configured] as const
+              })
+            ),
+            admin,
+            stats,
+            readiness
+          })
+        })
+      })
+    ).pipe(Layer.provide(UpstreamPools.layer))
+}

@@ -1,0 +1,53 @@
+/**
+ * Upstream connection pools: one undici `Pool` per upstream origin, shared by every snapshot
+ * so a config reload keeps warm connections. The pools live in a Layer and are closed when it
+ * is released (a module-level Agent would keep the process alive after SIGINT).
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer } from "effect"
+import { Pool } from "undici"
+import type * as Ir from "../ir/Ir.ts"
+
+export interface PoolSettings {
+  readonly connectTimeoutMs: number
+  readonly poolIdleTimeoutMs: number
+  readonly poolMaxSize: number | undefined
+  readonly keepalive: boolean
+}
+
+export class UpstreamPools extends Context.Service<UpstreamPools, {
+  /** The pool for a target under the given settings (created on first use). */
+  readonly get: (target: Ir.HostTarget, settings: PoolSettings) => Pool
+}>()("agw/backends/UpstreamPools") {
+  static readonly layer = Layer.effect(
+    UpstreamPools,
+    Effect.gen(function*() {
+      const pools = new Map<string, Pool>()
+      yield* Effect.addFinalizer(() =>
+        Effect.promise(() => Promise.allSettled([...pools.values()].map((p) => p.destroy()))).pipe(Effect.asVoid)
+      )
+      return UpstreamPools.of({
+        get: (target, settings) => {
+          const host = target.host.includes(":") ? `[${target.host}]` : target.host
+          const origin = `http://${host}:${target.port}`
+          const key = `${origin}|${settings.connectTimeoutMs}|${settings.poolIdleTimeoutMs}|${settings.poolMaxSize ?? ""}|${settings.keepalive}`
+          let pool = pools.get(key)
+          if (pool === undefined) {
+            pool = new Pool(origin, {
+              connect: { timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive },
+              keepAliveTimeout: settings.poolIdleTimeoutMs,
+              keepAliveMaxTimeout: Math.max(settings.poolIdleTimeoutMs, 1000),
+              ...(settings.poolMaxSize === undefined ? {} : { connections: settings.poolMaxSize }),
+              // Streams (SSE, MCP) may be silent for long; request/response timeouts are policies.
+              headersTimeout: 0,
+              bodyTimeout: 0
+            })
+            pools.set(key, pool)
+          }
+          return pool
+        }
+      })
+    })
+  )
+}

@@ -1,0 +1,491 @@
+/**
+ * The standalone `config.yaml` of agentgateway as an Effect Schema: the single source of
+ * truth for decoding (unknown fields are errors), for the generated
+ * `schema/config.schema.json`, and for the typed model `Normalize` turns into the IR.
+ *
+ * Field names, shapes and defaults follow upstream's schema. Fields upstream accepts that this
+ * gateway does not implement yet are declared with `unsupported(...)`, so a config using them
+ * is rejected with a message naming the field instead of being half-applied.
+ *
+ * @since 0.1.0
+ */
+import { Schema } from "effect"
+import * as Cors from "../policies/Cors.ts"
+import * as DirectResponse from "../policies/DirectResponse.ts"
+import * as HeaderModifier from "../policies/HeaderModifier.ts"
+import { DurationString, exactlyOneOf, opt, req, unsupported } from "./Fields.ts"
+
+const Str = Schema.String
+const Int = Schema.Int
+const Port = Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
+
+// ---------------------------------------------------------------------------------------------
+// Route matching
+// ---------------------------------------------------------------------------------------------
+
+export const PathMatch = Schema.Struct({
+  exact: opt(Str, "Matches the request path exactly (no trailing-slash tolerance)."),
+  pathPrefix: opt(Str, "Matches a path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apiary`."),
+  regex: opt(Str, "Matches when the regular expression matches the whole path (anchored at both ends).")
+}).check(exactlyOneOf(["exact", "pathPrefix", "regex"])).annotate({ description: "How the request path is matched." })
+
+export const ValueMatch = Schema.Struct({
+  exact: opt(Str, "Matches the value exactly."),
+  regex: opt(Str, "Matches when the regular expression matches the whole value.")
+}).check(exactlyOneOf(["exact", "regex"])).annotate({ description: "How a header or query value is matched." })
+
+export const HeaderMatch = Schema.Struct({
+  name: req(Str, "Header name (case-insensitive); pseudo-headers `:authority`, `:method`, `:scheme`, `:path` are allowed."),
+  value: req(ValueMatch, "The value condition; any of the header's values may satisfy it.")
+})
+
+export const QueryMatch = Schema.Struct({
+  name: req(Str, "Query parameter name (form-url-decoded)."),
+  value: req(ValueMatch, "The value condition; a missing parameter never matches.")
+})
+
+export const RouteMatch = Schema.Struct({
+  path: opt(PathMatch, "Path condition. Default: prefix `/`."),
+  method: opt(Str, "HTTP method that must match exactly, e.g. `GET`."),
+  headers: opt(Schema.Array(HeaderMatch), "Header conditions; all must match."),
+  query: opt(Schema.Array(QueryMatch), "Query parameter conditions; all must match.")
+})
+export type RouteMatch = typeof RouteMatch.Type
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+// ---------------------------------------------------------------------------------------------
+
+const unsupportedPolicies = {
+  requestRedirect: unsupported("policy requestRedirect"),
+  urlRewrite: unsupported("policy urlRewrite"),
+  requestMirror: unsupported("policy requestMirror"),
+  mcpAuthorization: unsupported("policy mcpAuthorization"),
+  mcpGuardrails: unsupported("policy mcpGuardrails"),
+  authorization: unsupported("policy authorization"),
+  mcpAuthentication: unsupported("policy mcpAuthentication"),
+  a2a: unsupported("policy a2a"),
+  ai: unsupported("policy ai"),
+  backendTLS: unsupported("policy backendTLS"),
+  backendTunnel: unsupported("policy backendTunnel"),
+  backendAuth: unsupported("policy backendAuth"),
+  localRateLimit: unsupported("policy localRateLimit"),
+  remoteRateLimit: unsupported("policy remoteRateLimit"),
+  jwtAuth: unsupported("policy jwtAuth"),
+  oidc: unsupported("policy oidc"),
+  basicAuth: unsupported("policy basicAuth"),
+  apiKey: unsupported("policy apiKey"),
+  extAuthz: unsupported("policy extAuthz"),
+  extProc: unsupported("policy extProc"),
+  transformations: unsupported("policy transformations"),
+  csrf: unsupported("policy csrf"),
+  buffer: unsupported("policy buffer"),
+  timeout: unsupported("policy timeout"),
+  retry: unsupported("policy retry"),
+  delay: unsupported("policy delay")
+} as const
+
+/** Route-level `policies:` (upstream `FilterOrPolicy`): traffic policies and backend policies. */
+export const FilterOrPolicy = Schema.Struct({
+  requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes request headers before forwarding."),
+  responseHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes response headers (also on direct responses)."),
+  directResponse: opt(DirectResponse.Config, "Answers the request directly without calling a backend."),
+  cors: opt(Cors.Config, "Cross-origin resource sharing: answers preflights and adds CORS headers."),
+  ...unsupportedPolicies
+}).annotate({ description: "Policies attached to a route (traffic policies and backend policies)." })
+export type FilterOrPolicy = typeof FilterOrPolicy.Type
+
+const gatewayPolicyFields = {
+  cors: opt(Cors.Config, "Cross-origin resource sharing, evaluated before route selection."),
+  oidc: unsupported("policy oidc"),
+  jwtAuth: unsupported("policy jwtAuth"),
+  authorization: unsupported("policy authorization"),
+  extAuthz: unsupported("policy extAuthz"),
+  extProc: unsupported("policy extProc"),
+  transformations: unsupported("policy transformations"),
+  basicAuth: unsupported("policy basicAuth"),
+  apiKey: unsupported("policy apiKey")
+} as const
+
+/** Listener / gateway `policies:` (upstream `LocalGatewayPolicy`), run before route selection. */
+export const GatewayPolicy = Schema.Struct(gatewayPolicyFields).annotate({
+  description: "Gateway-phase policies, evaluated before a route is selected."
+})
+export type GatewayPolicy = typeof GatewayPolicy.Type
+
+/** Policies on a backend reference or named backend (upstream `LocalBackendPolicies`). */
+export const BackendPolicies = Schema.Struct({
+  requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes request headers sent to this backend."),
+  responseHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of this backend's responses."),
+  transformations: unsupported("policy transformations"),
+  backendTLS: unsupported("policy backendTLS"),
+  backendAuth: unsupported("policy backendAuth"),
+  http: unsupported("policy http"),
+  tcp: unsupported("policy tcp"),
+  backendTunnel: unsupported("policy backendTunnel"),
+  requestRedirect: unsupported("policy requestRedirect"),
+  health: unsupported("policy health"),
+  extAuthz: unsupported("policy extAuthz"),
+  authorization: unsupported("policy authorization"),
+  mcpAuthorization: unsupported("policy mcpAuthorization"),
+  mcpGuardrails: unsupported("policy mcpGuardrails"),
+  a2a: unsupported("policy a2a"),
+  inferenceRouting: unsupported("policy inferenceRouting"),
+  sessionAffinity: unsupported("policy sessionAffinity"),
+  ai: unsupported("policy ai")
+}).annotate({ description: "Policies applied when calling a backend (first found wins per policy)." })
+export type BackendPolicies = typeof BackendPolicies.Type
+
+// ---------------------------------------------------------------------------------------------
+// MCP (shape only; the runtime arrives with the MCP gateway)
+// ---------------------------------------------------------------------------------------------
+
+const McpTargetConnection = Schema.Struct({
+  host: opt(Str, "URL (`https://example.com/mcp`) or `host` with `port` and `path`."),
+  port: opt(Port, "Port, when `host` is a bare host name."),
+  path: opt(Str, "Path on the target."),
+  backend: opt(Str, "Name of a top-level backend to reach the target through.")
+})
+
+export const McpTarget = Schema.Struct({
+  name: req(
+    Str.check(Schema.isPattern(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/)),
+    "Target name; prefixes tool and prompt names when multiplexing (`_` and `+` are reserved)."
+  ),
+  stdio: opt(
+    Schema.Struct({
+      cmd: req(Str, "Command to run."),
+      args: opt(Schema.Array(Str), "Arguments."),
+      env: opt(Schema.Record(Str, Str), "Extra environment variables."),
+      clear_env: opt(Schema.Boolean, "Start from an empty environment.")
+    }),
+    "An MCP server run as a child process speaking stdio."
+  ),
+  mcp: opt(McpTargetConnection, "A Streamable HTTP MCP server."),
+  sse: opt(McpTargetConnection, "A legacy SSE MCP server."),
+  openapi: opt(
+    Schema.Struct({
+      schema: req(Schema.Unknown, "The OpenAPI document: `{file: path}`, `{url: u}` or inline."),
+      host: opt(Str, "Upstream host of the REST API."),
+      port: opt(Port, "Upstream port."),
+      path: opt(Str, "Path prefix."),
+      backend: opt(Str, "Top-level backend to call.")
+    }),
+    "A REST API whose operations become MCP tools."
+  ),
+  policies: opt(Schema.Record(Str, Schema.Unknown), "Backend policies for this target.")
+}).check(exactlyOneOf(["stdio", "mcp", "sse", "openapi"]))
+
+const mcpBackendFields = {
+  targets: req(Schema.Array(McpTarget), "The MCP servers federated behind this endpoint."),
+  statefulMode: opt(Schema.Literals(["stateless", "stateful"]), "Session handling. Default: stateful."),
+  prefixMode: opt(Schema.Literals(["conditional", "always", "never"]), "When tool names get a `<target>_` prefix. Default: conditional."),
+  failureMode: opt(Schema.Literals(["failClosed", "failOpen"]), "Whether one failing target fails the request. Default: failClosed."),
+  dnsRebindingProtection: opt(Schema.Boolean, "Reject requests whose Host/Origin is not local.")
+} as const
+
+export const McpBackend = Schema.Struct(mcpBackendFields)
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------------------------
+
+const backendKinds = ["host", "backend", "service", "mcp", "ai", "aws", "dynamic", "internal", "routeGroup"] as const
+
+/** A backend reference inside a route (upstream `LocalRouteBackend`). */
+export const RouteBackend = Schema.Struct({
+  host: opt(Str, "Upstream address `host:port` (IP or DNS name)."),
+  backend: opt(Str, "Name of a top-level `backends` entry."),
+  mcp: opt(McpBackend, "An MCP multiplexer over one or more targets."),
+  service: unsupported("service backends"),
+  ai: unsupported("ai backends (LLM gateway)"),
+  aws: unsupported("aws backends"),
+  dynamic: unsupported("dynamic backends"),
+  internal: unsupported("internal backends"),
+  routeGroup: unsupported("routeGroup delegation"),
+  weight: opt(Int.check(Schema.isGreaterThanOrEqualTo(0)), "Relative weight for load balancing. Default: 1."),
+  policies: opt(BackendPolicies, "Policies applied when calling this backend from this route.")
+}).check(exactlyOneOf(backendKinds))
+export type RouteBackend = typeof RouteBackend.Type
+
+/** A named, reusable backend (upstream `FullLocalBackend`). */
+export const NamedBackend = Schema.Struct({
+  name: req(Str, "Name the backend is referenced by (`backend: <name>`)."),
+  host: opt(Str, "Upstream address `host:port`."),
+  mcp: opt(McpBackend, "An MCP multiplexer."),
+  ai: unsupported("ai backends (LLM gateway)"),
+  aws: unsupported("aws backends"),
+  internal: unsupported("internal backends"),
+  policies: opt(BackendPolicies, "Policies applied whenever this backend is called.")
+}).check(exactlyOneOf(["host", "mcp", "ai", "aws", "internal"]))
+export type NamedBackend = typeof NamedBackend.Type
+
+// ---------------------------------------------------------------------------------------------
+// Routes, listeners, binds
+// ---------------------------------------------------------------------------------------------
+
+const routeFields = {
+  name: opt(Str, "Route name. Default: `route<index>`."),
+  namespace: opt(Str, "Route namespace. Default: `default`."),
+  ruleName: opt(Str, "Rule name within the route, used in logs and metrics."),
+  hostnames: opt(Schema.Array(Str), "Host names the route serves: exact or `*.suffix`. Default: all."),
+  matches: opt(Schema.Array(RouteMatch), "Match conditions; the route matches if any entry matches. Default: prefix `/`."),
+  policies: opt(FilterOrPolicy, "Policies applied to requests on this route."),
+  backends: opt(Schema.Array(RouteBackend), "Where matching requests go, chosen by weight.")
+} as const
+
+export const Route = Schema.Struct(routeFields)
+export type Route = typeof Route.Type
+
+export const TlsServer = Schema.Struct({
+  cert: opt(Str, "Path to the PEM certificate chain."),
+  key: opt(Str, "Path to the PEM private key."),
+  root: opt(Str, "Path to a PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."),
+  mode: opt(Schema.Literals(["static"]), "Certificate source. Only `static` is supported."),
+  cipherSuites: opt(Schema.Array(Str), "Allowed cipher suites (OpenSSL names), in order of preference."),
+  minTLSVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Minimum TLS version."),
+  minTlsVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Minimum TLS version (alias)."),
+  maxTLSVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Maximum TLS version."),
+  maxTlsVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Maximum TLS version (alias)."),
+  spiffe: unsupported("tls.spiffe"),
+  keyExchangeGroups: unsupported("tls.keyExchangeGroups")
+}).annotate({ description: "Server TLS settings." })
+export type TlsServer = typeof TlsServer.Type
+
+export const ListenerProtocol = Schema.Literals(["HTTP", "HTTPS", "TLS", "TCP", "HBONE"])
+
+export const Listener = Schema.Struct({
+  name: opt(Str, "Listener name. Default: `listener<index>`."),
+  namespace: opt(Str, "Listener namespace."),
+  hostname: opt(Str, "Host this listener serves: exact, `*.suffix`, or empty for all."),
+  protocol: opt(ListenerProtocol, "HTTP (default) or HTTPS. TLS, TCP and HBONE are not supported yet."),
+  tls: opt(TlsServer, "TLS settings, required for HTTPS."),
+  routes: opt(Schema.Array(Route), "HTTP routes."),
+  tcpRoutes: unsupported("tcpRoutes"),
+  policies: opt(GatewayPolicy, "Gateway-phase policies for this listener.")
+})
+export type Listener = typeof Listener.Type
+
+export const Bind = Schema.Struct({
+  port: opt(Port, "Port to listen on."),
+  listeners: req(Schema.Array(Listener), "Listeners sharing this port, selected by Host."),
+  tunnelProtocol: opt(Schema.Literals(["direct"]), "Only `direct` is supported."),
+  mode: opt(Schema.Literals(["standard"]), "Only `standard` binds are supported.")
+})
+export type Bind = typeof Bind.Type
+
+// ---------------------------------------------------------------------------------------------
+// gateways + routes (the newer form)
+// ---------------------------------------------------------------------------------------------
+
+export const GatewayRefs = Schema.Union([Str, Schema.Array(Str)]).annotate({
+  description: "Gateway names (`name` or `name/listener`), one or a list."
+})
+
+const GatewayProtocol = Schema.Literals(["HTTP", "HTTPS", "TCP", "TLS"])
+
+export const GatewayListener = Schema.Struct({
+  name: opt(Str, "Listener name."),
+  hostname: opt(Str, "Host this listener serves."),
+  protocol: opt(GatewayProtocol, "HTTP (default) or HTTPS."),
+  tls: opt(TlsServer, "TLS settings."),
+  ...gatewayPolicyFields
+})
+export type GatewayListener = typeof GatewayListener.Type
+
+export const Gateway = Schema.Struct({
+  port: opt(Port, "Port to listen on (required)."),
+  protocol: opt(GatewayProtocol, "HTTP (default) or HTTPS."),
+  tls: opt(TlsServer, "TLS settings."),
+  listeners: opt(Schema.Array(GatewayListener), "Several listeners on this port, selected by Host."),
+  ...gatewayPolicyFields
+})
+export type Gateway = typeof Gateway.Type
+
+export const AttachedRoute = Schema.Struct({
+  gateways: opt(GatewayRefs, "Gateways (or `gateway/listener`) this route attaches to. Default: `default`."),
+  ...routeFields
+})
+export type AttachedRoute = typeof AttachedRoute.Type
+
+// ---------------------------------------------------------------------------------------------
+// Targeted policies
+// ---------------------------------------------------------------------------------------------
+
+export const PolicyTarget = Schema.Struct({
+  gateway: opt(
+    Schema.Struct({
+      gatewayName: req(Str, "Gateway name (`default` for binds)."),
+      gatewayNamespace: req(Str, "Gateway namespace (`default`)."),
+      listenerName: opt(Str, "Restrict to one listener."),
+      port: opt(Port, "Restrict to one port.")
+    }),
+    "Targets a gateway or one of its listeners."
+  ),
+  route: opt(
+    Schema.Struct({
+      name: req(Str, "Route name."),
+      namespace: req(Str, "Route namespace."),
+      ruleName: opt(Str, "Restrict to one rule."),
+      kind: opt(Str, "Route kind.")
+    }),
+    "Targets a route."
+  ),
+  backend: opt(
+    Schema.Struct({
+      backend: opt(
+        Schema.Struct({
+          name: req(Str, "Backend name."),
+          namespace: req(Str, "Backend namespace."),
+          section: opt(Str, "Section.")
+        }),
+        "A named backend."
+      ),
+      service: unsupported("service policy targets")
+    }),
+    "Targets a backend."
+  ),
+  listenerSet: unsupported("listenerSet policy targets")
+}).check(exactlyOneOf(["gateway", "route", "backend", "listenerSet"]))
+
+export const TargetedPolicy = Schema.Struct({
+  name: req(Schema.Struct({ name: req(Str, "Policy name."), namespace: req(Str, "Policy namespace.") }), "Policy identity."),
+  target: req(PolicyTarget, "What the policy attaches to."),
+  phase: opt(Schema.Literals(["route", "gateway"]), "Route (default) or gateway phase."),
+  policy: req(FilterOrPolicy, "The policy; exactly one field.")
+})
+export type TargetedPolicy = typeof TargetedPolicy.Type
+
+// ---------------------------------------------------------------------------------------------
+// frontendPolicies, config, mcp shorthand
+// ---------------------------------------------------------------------------------------------
+
+export const AccessLogPolicy = Schema.Struct({
+  filter: unsupported("accessLog.filter (CEL)"),
+  add: unsupported("accessLog.add (CEL)"),
+  remove: opt(Schema.Array(Str), "Default fields to leave out of the access log."),
+  otlp: unsupported("accessLog.otlp"),
+  database: unsupported("accessLog.database")
+})
+
+export const FrontendHttp = Schema.Struct({
+  maxBufferSize: opt(Int.check(Schema.isGreaterThan(0)), "Largest body buffered when a policy needs it. Default: 2 MiB."),
+  http1MaxHeaders: opt(Int.check(Schema.isGreaterThan(0)), "Maximum number of request headers. Default: 100."),
+  http1IdleTimeout: opt(DurationString, "Idle keep-alive connection timeout. Default: 10m."),
+  http1HeaderCase: unsupported("http.http1HeaderCase"),
+  http2WindowSize: unsupported("http.http2WindowSize"),
+  http2ConnectionWindowSize: unsupported("http.http2ConnectionWindowSize"),
+  http2FrameSize: unsupported("http.http2FrameSize"),
+  http2MaxHeaderSize: unsupported("http.http2MaxHeaderSize"),
+  http2KeepaliveInterval: unsupported("http.http2KeepaliveInterval"),
+  http2KeepaliveTimeout: unsupported("http.http2KeepaliveTimeout"),
+  maxConnectionDuration: unsupported("http.maxConnectionDuration")
+})
+
+export const FrontendPolicies = Schema.Struct({
+  http: opt(FrontendHttp, "Settings for incoming HTTP requests."),
+  accessLog: opt(AccessLogPolicy, "Access log settings."),
+  logging: opt(AccessLogPolicy, "Access log settings (alias of accessLog)."),
+  tls: unsupported("frontendPolicies.tls"),
+  tcp: unsupported("frontendPolicies.tcp"),
+  networkAuthorization: unsupported("frontendPolicies.networkAuthorization"),
+  networkExtAuthz: unsupported("frontendPolicies.networkExtAuthz"),
+  proxy: unsupported("frontendPolicies.proxy"),
+  proxyProtocol: unsupported("frontendPolicies.proxyProtocol"),
+  connect: unsupported("frontendPolicies.connect"),
+  tracing: unsupported("frontendPolicies.tracing")
+})
+export type FrontendPolicies = typeof FrontendPolicies.Type
+
+export const RawConfig = Schema.Struct({
+  adminAddr: opt(Str, "Admin API address (`ip:port`, `localhost:port` or `off`). Default: `localhost:15000`."),
+  statsAddr: opt(Str, "Prometheus metrics address. Default: `[::]:15020`."),
+  readinessAddr: opt(Str, "Readiness probe address. Default: `[::]:15021`."),
+  enableIpv6: opt(Schema.Boolean, "Whether IPv6 addresses may be used. Default: true."),
+  logging: opt(
+    Schema.Struct({
+      level: opt(Schema.Union([Str, Schema.Array(Str)]), "Log level, e.g. `info` or `debug`."),
+      format: opt(Schema.Literals(["text", "json"]), "Access log format. Default: text."),
+      filter: unsupported("config.logging.filter"),
+      fields: unsupported("config.logging.fields"),
+      database: unsupported("config.logging.database")
+    }),
+    "Logging settings."
+  ),
+  backend: opt(
+    Schema.Struct({
+      connectTimeout: opt(DurationString, "Upstream connect timeout. Default: 10s."),
+      poolIdleTimeout: opt(DurationString, "How long idle upstream connections are kept. Default: 90s."),
+      poolMaxSize: opt(Int.check(Schema.isGreaterThan(0)), "Maximum connections per upstream. Default: unlimited."),
+      keepalives: opt(
+        Schema.Struct({
+          enabled: opt(Schema.Boolean, "TCP keep-alive on upstream connections."),
+          time: opt(DurationString, "Idle time before the first probe."),
+          interval: opt(DurationString, "Interval between probes."),
+          retries: opt(Int, "Probes before the connection is dropped.")
+        }),
+        "TCP keep-alive settings."
+      )
+    }),
+    "Defaults for upstream connections."
+  ),
+  connectionTerminationDeadline: opt(DurationString, "How long in-flight requests may run after SIGTERM. Default: 5s."),
+  connectionMinTerminationDeadline: opt(DurationString, "Minimum drain time after SIGTERM. Default: 0s."),
+  session: opt(Schema.Struct({ key: req(Str, "64 hex chars: the AES-256-GCM key sealing session ids.") }), "Session sealing."),
+  mcp: opt(Schema.Struct({ sessionTtl: opt(DurationString, "Idle MCP session lifetime. Default: 30m.") }), "MCP settings."),
+  workerThreads: opt(Schema.Union([Str, Int]), "Worker count (accepted; one process serves for now)."),
+  dns: unsupported("config.dns"),
+  localXdsPath: unsupported("config.localXdsPath"),
+  modelCatalog: unsupported("config.modelCatalog"),
+  database: unsupported("config.database"),
+  storage: unsupported("config.storage"),
+  caAddress: unsupported("config.caAddress"),
+  caAuthToken: unsupported("config.caAuthToken"),
+  xdsAddress: unsupported("config.xdsAddress"),
+  xdsAuthToken: unsupported("config.xdsAuthToken"),
+  spiffe: unsupported("config.spiffe"),
+  namespace: unsupported("config.namespace"),
+  gateway: unsupported("config.gateway"),
+  trustDomain: unsupported("config.trustDomain"),
+  additionalTrustDomains: unsupported("config.additionalTrustDomains"),
+  skipValidateTrustDomain: unsupported("config.skipValidateTrustDomain"),
+  serviceAccount: unsupported("config.serviceAccount"),
+  clusterId: unsupported("config.clusterId"),
+  network: unsupported("config.network"),
+  standardAttributes: unsupported("config.standardAttributes"),
+  histograms: unsupported("config.histograms"),
+  sensitiveHeaders: unsupported("config.sensitiveHeaders"),
+  customFunctions: unsupported("config.customFunctions"),
+  tracing: unsupported("config.tracing"),
+  metrics: unsupported("config.metrics"),
+  hbone: unsupported("config.hbone")
+})
+export type RawConfig = typeof RawConfig.Type
+
+export const SimpleMcp = Schema.Struct({
+  gateways: opt(GatewayRefs, "Attach to these gateways instead of opening a port."),
+  port: opt(Port, "Port of the MCP endpoint. Default: 3000."),
+  policies: opt(FilterOrPolicy, "Policies on the MCP route."),
+  ...mcpBackendFields
+})
+
+export const LocalConfig = Schema.Struct({
+  config: opt(RawConfig, "Process-wide settings, applied at startup."),
+  binds: opt(Schema.Array(Bind), "Ports, each with listeners, routes and backends (the classic form)."),
+  gateways: opt(Schema.Record(Str, Gateway), "Named entry points (the newer form); `default` is implicit for routes."),
+  routes: opt(Schema.Array(AttachedRoute), "Routes attached to gateways."),
+  backends: opt(Schema.Array(NamedBackend), "Named backends referenced by routes."),
+  policies: opt(Schema.Array(TargetedPolicy), "Policies attached to gateways, routes or backends by reference."),
+  frontendPolicies: opt(FrontendPolicies, "Connection- and observability-level settings for every gateway."),
+  mcp: opt(SimpleMcp, "The MCP gateway shorthand."),
+  tcpRoutes: unsupported("tcpRoutes"),
+  routeGroups: unsupported("routeGroups"),
+  services: unsupported("services"),
+  workloads: unsupported("workloads"),
+  llm: unsupported("llm (the LLM gateway)"),
+  ui: unsupported("ui")
+}).annotate({
+  title: "effect-agentgateway configuration",
+  description: "The standalone configuration file, compatible with agentgateway's config.yaml."
+})
+export type LocalConfig = typeof LocalConfig.Type

@@ -1,0 +1,438 @@
+/**
+ * Config → IR. Both front-ends (classic `binds` and `gateways` + `routes` with the implicit
+ * `default` gateway) become the same `Bind → Listener → Route → BackendRef` tree, with
+ * names and keys as agentgateway derives them and policies merged per attachment point:
+ * route phase "most specific replaces", backend phase "first found wins".
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import type * as Ir from "../ir/Ir.ts"
+import { backendClass } from "../pipeline/PolicyOrder.ts"
+import type { PolicyKey } from "../pipeline/Policy.ts"
+import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
+import * as Duration from "./Duration.ts"
+import type * as Env from "./Env.ts"
+import { unsupportedMessage } from "./Fields.ts"
+import type * as C from "./LocalConfig.ts"
+
+const STANDALONE = "default"
+const MiB = 1024 * 1024
+
+/** Default addresses of the operational ports (agentgateway's defaults). */
+export const defaults = {
+  adminAddr: "localhost:15000",
+  statsAddr: "[::]:15020",
+  readinessAddr: "[::]:15021"
+} as const
+
+class Issues {
+  readonly list: Array<ConfigIssue> = []
+  add(path: string, message: string): void {
+    this.list.push({ path, message })
+  }
+}
+
+const defined = <T>(value: T | null | undefined): value is T => value !== undefined && value !== null
+
+/** Keeps only set (non-null) fields of a policy block. */
+const present = <T extends object>(block: T | null | undefined): Partial<T> => {
+  const out: Partial<T> = {}
+  if (!defined(block)) return out
+  for (const key of Object.keys(block) as Array<keyof T>) {
+    if (defined(block[key])) out[key] = block[key]
+  }
+  return out
+}
+
+/** Most specific replaces: later blocks override earlier ones per policy key. */
+const mergeReplace = <T extends object>(...blocks: ReadonlyArray<Partial<T>>): T => Object.assign({}, ...blocks) as T
+
+/** First found wins: earlier blocks take precedence per policy key. */
+const mergeFirst = <T extends object>(...blocks: ReadonlyArray<Partial<T>>): T => mergeReplace<T>(...[...blocks].reverse())
+
+/** Parses `host:port`, `[v6]:port` or `v4:port`. */
+export const parseHostTarget = (input: string): Ir.HostTarget | string => {
+  if (input.startsWith("unix:")) return unsupportedMessage("unix socket backends")
+  if (input.includes("://")) return `invalid host "${input}": expected host:port, not a URL`
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s/[\]]+)):(\d{1,5})$/.exec(input)
+  if (m === null) return `invalid host "${input}": expected host:port`
+  const port = Number(m[3])
+  if (port < 1 || port > 65535) return `invalid port in "${input}"`
+  const host = m[1] ?? m[2]!
+  const isHostname = m[1] === undefined && !/^\d{1,3}(\.\d{1,3}){3}$/.test(host)
+  return { _tag: "Host", host, port, isHostname }
+}
+
+const tlsFiles = (tls: C.TlsServer | null | undefined, path: string, issues: Issues): Ir.TlsFiles | undefined => {
+  if (!defined(tls)) return undefined
+  if (!defined(tls.cert) || !defined(tls.key)) {
+    issues.add(path, "tls needs both cert and key")
+    return undefined
+  }
+  const version = (v: string | null | undefined) => (v === "TLS_V1_2" ? "TLSv1.2" : v === "TLS_V1_3" ? "TLSv1.3" : undefined)
+  return {
+    cert: tls.cert,
+    key: tls.key,
+    root: tls.root ?? undefined,
+    cipherSuites: tls.cipherSuites ?? undefined,
+    minVersion: version(tls.minTLSVersion ?? tls.minTlsVersion),
+    maxVersion: version(tls.maxTLSVersion ?? tls.maxTlsVersion)
+  }
+}
+
+const listenerProtocol = (
+  protocol: string | null | undefined,
+  path: string,
+  issues: Issues
+): "HTTP" | "HTTPS" => {
+  if (!defined(protocol) || protocol === "HTTP") return "HTTP"
+  if (protocol === "HTTPS") return "HTTPS"
+  issues.add(`${path}.protocol`, unsupportedMessage(`protocol ${protocol}`))
+  return "HTTP"
+}
+
+interface Targeted {
+  readonly routePhaseByGateway: Array<{ gateway: string; listener?: string; port?: number; policy: Partial<C.FilterOrPolicy> }>
+  readonly gatewayPhaseByGateway: Array<{ gateway: string; listener?: string; port?: number; policy: Partial<C.GatewayPolicy> }>
+  readonly byRoute: Array<{ name: string; namespace: string; ruleName?: string; policy: Partial<C.FilterOrPolicy> }>
+  readonly byBackend: Map<string, Partial<C.BackendPolicies>>
+}
+
+const collectTargeted = (config: C.LocalConfig, issues: Issues): Targeted => {
+  const out: Targeted = { routePhaseByGateway: [], gatewayPhaseByGateway: [], byRoute: [], byBackend: new Map() }
+  ;(config.policies ?? []).forEach((p, i) => {
+    const path = `policies[${i}]`
+    const policy = present(p.policy)
+    const keys = Object.keys(policy)
+    if (keys.length !== 1) {
+      issues.add(`${path}.policy`, `a targeted policy must contain exactly one policy, found ${keys.length}`)
+      return
+    }
+    const target = p.target
+    if (defined(target.gateway)) {
+      const g = target.gateway
+      const where = {
+        gateway: g.gatewayName,
+        ...(defined(g.listenerName) ? { listener: g.listenerName } : {}),
+        ...(defined(g.port) ? { port: g.port } : {})
+      }
+      if (p.phase === "gateway") {
+        const allowed = new Set(["cors", "oidc", "jwtAuth", "basicAuth", "apiKey", "extAuthz", "authorization", "extProc", "transformations"])
+        if (!allowed.has(keys[0]!)) {
+          issues.add(`${path}.policy.${keys[0]}`, "this policy cannot run in the gateway phase")
+          return
+        }
+        out.gatewayPhaseByGateway.push({ ...where, policy: policy as Partial<C.GatewayPolicy> })
+      } else {
+        out.routePhaseByGateway.push({ ...where, policy })
+      }
+    } else if (defined(target.route)) {
+      const r = target.route
+      out.byRoute.push({ name: r.name, namespace: r.namespace, ...(defined(r.ruleName) ? { ruleName: r.ruleName } : {}), policy })
+    } else if (defined(target.backend) && defined(target.backend.backend)) {
+      const name = target.backend.backend.name
+      out.byBackend.set(name, mergeFirst(out.byBackend.get(name) ?? {}, policy as Partial<C.BackendPolicies>))
+    } else {
+      issues.add(`${path}.target`, "unsupported policy target")
+    }
+  })
+  return out
+}
+
+interface Context {
+  readonly issues: Issues
+  readonly named: Map<string, { readonly backend: C.NamedBackend; readonly path: string }>
+  readonly targeted: Targeted
+}
+
+/** Splits a route's `policies:` into route-class and backend-class policies. */
+const splitPolicies = (policies: C.FilterOrPolicy | null | undefined) => {
+  const route: Partial<C.FilterOrPolicy> = {}
+  const backend: Partial<C.BackendPolicies> = {}
+  for (const [key, value] of Object.entries(present(policies))) {
+    if (backendClass.has(key as PolicyKey)) (backend as Record<string, unknown>)[key] = value
+    else (route as Record<string, unknown>)[key] = value
+  }
+  return { route, backend }
+}
+
+const backendRef = (
+  ctx: Context,
+  backend: C.RouteBackend,
+  routeKey: string,
+  index: number,
+  path: string,
+  routeBackendPolicies: Partial<C.BackendPolicies>
+): Ir.BackendRef | undefined => {
+  const weight = backend.weight ?? 1
+  const own = present(backend.policies)
+  if (defined(backend.mcp)) {
+    ctx.issues.add(`${path}.mcp`, unsupportedMessage("MCP backends"))
+    return undefined
+  }
+  if (defined(backend.host)) {
+    const target = parseHostTarget(backend.host)
+    if (typeof target === "string") {
+      ctx.issues.add(`${path}.host`, target)
+      return undefined
+    }
+    return { name: `/${routeKey}/backend${index}`, weight, target, policies: mergeFirst(own, routeBackendPolicies), path }
+  }
+  if (defined(backend.backend)) {
+    const named = ctx.named.get(backend.backend)
+    if (named === undefined) {
+      ctx.issues.add(`${path}.backend`, `backend "${backend.backend}" is not defined in backends`)
+      return undefined
+    }
+    if (!defined(named.backend.host)) return undefined // reported once, at the named backend
+    const target = parseHostTarget(named.backend.host)
+    if (typeof target === "string") return undefined // reported at the named backend
+    return {
+      name: `/${backend.backend}`,
+      weight,
+      target,
+      policies: mergeFirst(own, routeBackendPolicies, present(named.backend.policies), ctx.targeted.byBackend.get(backend.backend) ?? {}),
+      path
+    }
+  }
+  return undefined
+}
+
+const route = (
+  ctx: Context,
+  r: C.Route,
+  index: number,
+  listenerKey: string,
+  path: string,
+  inherited: Partial<C.FilterOrPolicy>
+): Ir.Route => {
+  const name = r.name ?? `route${index}`
+  const namespace = r.namespace ?? STANDALONE
+  const key = `${listenerKey}/${namespace}/${name}`
+  const split = splitPolicies(r.policies)
+  const targeted = ctx.targeted.byRoute
+    .filter((t) => t.name === name && t.namespace === namespace && (t.ruleName === undefined || t.ruleName === r.ruleName))
+    .map((t) => splitPolicies(t.policy as C.FilterOrPolicy))
+  const backends: Array<Ir.BackendRef> = []
+  const routeBackendPolicies = mergeFirst<C.BackendPolicies>(split.backend, ...targeted.map((t) => t.backend))
+  ;(r.backends ?? []).forEach((b, i) => {
+    const ref = backendRef(ctx, b, key, i, `${path}.backends[${i}]`, routeBackendPolicies)
+    if (ref !== undefined) backends.push(ref)
+  })
+  for (const hostname of r.hostnames ?? []) {
+    if (hostname.includes("*") && !/^\*\.[^*]+$/.test(hostname)) {
+      ctx.issues.add(`${path}.hostnames`, `invalid hostname "${hostname}": only a leading "*." wildcard is allowed`)
+    }
+  }
+  return {
+    key,
+    name,
+    namespace,
+    ruleName: r.ruleName ?? undefined,
+    hostnames: (r.hostnames ?? []).map((h) => h.toLowerCase()),
+    matches: r.matches ?? [{ path: { pathPrefix: "/" } }],
+    policies: mergeReplace<C.FilterOrPolicy>(inherited, ...targeted.map((t) => t.route), split.route),
+    backends,
+    path
+  }
+}
+
+/** Route-phase policies targeted at a gateway/listener (phase: route). */
+const inheritedRoutePolicies = (ctx: Context, gateway: string, listener: string, port: number) =>
+  mergeReplace<C.FilterOrPolicy>(
+    ...ctx.targeted.routePhaseByGateway
+      .filter((t) => t.gateway === gateway && (t.listener === undefined || t.listener === listener) && (t.port === undefined || t.port === port))
+      .map((t) => t.policy)
+  )
+
+/** Gateway-phase policies: the listener's own first, then targeted ones (first wins). */
+const gatewayPolicies = (ctx: Context, own: Partial<C.GatewayPolicy>, gateway: string, listener: string, port: number) =>
+  mergeFirst<C.GatewayPolicy>(
+    own,
+    ...ctx.targeted.gatewayPhaseByGateway
+      .filter((t) => t.gateway === gateway && (t.listener === undefined || t.listener === listener) && (t.port === undefined || t.port === port))
+      .map((t) => t.policy)
+  )
+
+const gatewayPolicyFields = (source: C.GatewayPolicy | C.Gateway | C.GatewayListener): Partial<C.GatewayPolicy> => {
+  const out: Partial<C.GatewayPolicy> = {}
+  for (const key of ["cors", "oidc", "jwtAuth", "authorization", "extAuthz", "extProc", "transformations", "basicAuth", "apiKey"] as const) {
+    const value = (source as Record<string, unknown>)[key]
+    if (defined(value)) (out as Record<string, unknown>)[key] = value
+  }
+  return out
+}
+
+const fromBinds = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> =>
+  (config.binds ?? []).flatMap((bind, b) => {
+    const path = `binds[${b}]`
+    if (!defined(bind.port)) {
+      ctx.issues.add(path, unsupportedMessage("binds without a port (internal mode)"))
+      return []
+    }
+    const port = bind.port
+    const listeners = bind.listeners.map((l, i): Ir.Listener => {
+      const lpath = `${path}.listeners[${i}]`
+      const name = l.name ?? `listener${i}`
+      const key = `${STANDALONE}/${STANDALONE}/bind/${port}/${name}`
+      const protocol = listenerProtocol(l.protocol, lpath, ctx.issues)
+      const tls = tlsFiles(l.tls, `${lpath}.tls`, ctx.issues)
+      if (protocol === "HTTPS" && tls === undefined && !defined(l.tls)) ctx.issues.add(lpath, "protocol HTTPS needs tls")
+      if (protocol === "HTTP" && defined(l.tls)) ctx.issues.add(`${lpath}.tls`, "tls is set but protocol is not HTTPS")
+      const inherited = inheritedRoutePolicies(ctx, STANDALONE, name, port)
+      return {
+        key,
+        name,
+        gatewayName: `bind/${port}`,
+        hostname: normalizeListenerHostname(l.hostname),
+        protocol,
+        tls,
+        policies: gatewayPolicies(ctx, gatewayPolicyFields(l.policies ?? {}), STANDALONE, name, port),
+        routes: (l.routes ?? []).map((r, j) => route(ctx, r, j, key, `${lpath}.routes[${j}]`, inherited)),
+        path: lpath
+      }
+    })
+    return [{ key: `bind/${port}`, port, protocol: bindProtocol(ctx, listeners, path), listeners }]
+  })
+
+const normalizeListenerHostname = (hostname: string | null | undefined): string =>
+  !defined(hostname) || hostname === "*" ? "" : hostname.toLowerCase()
+
+const bindProtocol = (ctx: Context, listeners: ReadonlyArray<Ir.Listener>, path: string): "HTTP" | "HTTPS" => {
+  const protocols = new Set(listeners.map((l) => l.protocol))
+  if (protocols.size > 1) ctx.issues.add(path, "listeners on one port cannot mix HTTP and HTTPS")
+  return listeners[0]?.protocol ?? "HTTP"
+}
+
+const fromGateways = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> => {
+  const gateways = config.gateways ?? {}
+  const routes = config.routes ?? []
+  // Routes per (gateway, listener?) reference, in config order.
+  const attached = new Map<string, Array<{ route: C.AttachedRoute; index: number }>>()
+  routes.forEach((r, index) => {
+    const refs = !defined(r.gateways) ? [STANDALONE] : typeof r.gateways === "string" ? [r.gateways] : r.gateways
+    for (const ref of refs) {
+      const [gateway] = ref.split("/")
+      if (gateways[gateway!] === undefined) {
+        ctx.issues.add(
+          `routes[${index}]${defined(r.gateways) ? ".gateways" : ""}`,
+          defined(r.gateways) ? `gateway "${gateway}" is not defined in gateways` : `routes must set gateways, or a gateway named "default" must exist`
+        )
+        continue
+      }
+      const list = attached.get(ref) ?? []
+      list.push({ route: r, index })
+      attached.set(ref, list)
+    }
+  })
+  return Object.entries(gateways).flatMap(([gatewayName, gateway]) => {
+    const path = `gateways[${JSON.stringify(gatewayName)}]`
+    if (!defined(gateway.port)) {
+      ctx.issues.add(path, `missing required field "port"`)
+      return []
+    }
+    const port = gateway.port
+    const specs: ReadonlyArray<{ name: string | undefined; spec: C.Gateway | C.GatewayListener; lpath: string }> =
+      defined(gateway.listeners)
+        ? gateway.listeners.map((l, i) => ({ name: l.name ?? `listener${i}`, spec: l, lpath: `${path}.listeners[${i}]` }))
+        : [{ name: undefined, spec: gateway, lpath: path }]
+    if (defined(gateway.listeners)) {
+      const own = gatewayPolicyFields(gateway)
+      if (defined(gateway.protocol) || defined(gateway.tls) || Object.keys(own).length > 0) {
+        ctx.issues.add(path, "a gateway with listeners cannot also set protocol, tls or policies; set them per listener")
+      }
+    }
+    const listeners = specs.map(({ name, spec, lpath }): Ir.Listener => {
+      const key = name === undefined ? `gateway/${gatewayName}` : `gateway/${gatewayName}/${name}`
+      const listenerName = name ?? gatewayName
+      const protocol = listenerProtocol(spec.protocol, lpath, ctx.issues)
+      const tls = tlsFiles(spec.tls, `${lpath}.tls`, ctx.issues)
+      if (protocol === "HTTPS" && !defined(spec.tls)) ctx.issues.add(lpath, "protocol HTTPS needs tls")
+      const inherited = inheritedRoutePolicies(ctx, gatewayName, listenerName, port)
+      const own = [...(attached.get(gatewayName) ?? []), ...(name === undefined ? [] : attached.get(`${gatewayName}/${name}`) ?? [])]
+        .sort((a, b) => a.index - b.index)
+      return {
+        key,
+        name: listenerName,
+        gatewayName: `${STANDALONE}/${gatewayName}`,
+        hostname: normalizeListenerHostname("hostname" in spec ? spec.hostname : undefined),
+        protocol,
+        tls,
+        policies: gatewayPolicies(ctx, gatewayPolicyFields(spec), gatewayName, listenerName, port),
+        routes: own.map(({ route: r, index }) => route(ctx, r, index, key, `routes[${index}]`, inherited)),
+        path: lpath
+      }
+    })
+    for (const [ref, list] of attached) {
+      const [g, l] = ref.split("/")
+      if (g === gatewayName && l !== undefined && !specs.some((s) => s.name === l)) {
+        ctx.issues.add(`routes[${list[0]!.index}].gateways`, `gateway "${gatewayName}" has no listener "${l}"`)
+      }
+    }
+    return [{ key: `bind/${port}`, port, protocol: bindProtocol(ctx, listeners, path), listeners }]
+  })
+}
+
+const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
+  const raw = config.config ?? {}
+  const http = config.frontendPolicies?.http ?? {}
+  const accessLog = config.frontendPolicies?.accessLog ?? config.frontendPolicies?.logging ?? {}
+  const backend = raw.backend ?? {}
+  const level = raw.logging?.level
+  const ms = (value: string | null | undefined, fallback: number) => (defined(value) ? Duration.parseMillis(value) : fallback)
+  return {
+    adminAddr: env("ADMIN_ADDR") ?? raw.adminAddr ?? defaults.adminAddr,
+    statsAddr: env("STATS_ADDR") ?? raw.statsAddr ?? defaults.statsAddr,
+    readinessAddr: env("READINESS_ADDR") ?? raw.readinessAddr ?? defaults.readinessAddr,
+    logFormat: raw.logging?.format ?? "text",
+    logLevel: !defined(level) ? "info" : typeof level === "string" ? level : level.join(","),
+    accessLogRemove: accessLog.remove ?? [],
+    maxBufferSize: http.maxBufferSize ?? 2 * MiB,
+    http1MaxHeaders: http.http1MaxHeaders ?? 100,
+    http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
+    connectTimeoutMs: ms(backend.connectTimeout, 10_000),
+    poolIdleTimeoutMs: ms(backend.poolIdleTimeout, 90_000),
+    poolMaxSize: backend.poolMaxSize ?? undefined,
+    keepalive: backend.keepalives?.enabled ?? true,
+    terminationDeadlineMs: terminationDeadline(raw, env),
+    terminationMinDeadlineMs: ms(raw.connectionMinTerminationDeadline, 0)
+  }
+}
+
+/** CONNECTION_TERMINATION_DEADLINE, then config, then TERMINATION_GRACE_PERIOD_SECONDS − 5, else 5 s. */
+const terminationDeadline = (raw: C.RawConfig, env: Env.Lookup): number => {
+  const fromEnv = env("CONNECTION_TERMINATION_DEADLINE")
+  if (fromEnv !== undefined && /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$/.test(fromEnv)) return Duration.parseMillis(fromEnv)
+  if (defined(raw.connectionTerminationDeadline)) return Duration.parseMillis(raw.connectionTerminationDeadline)
+  const grace = Number(env("TERMINATION_GRACE_PERIOD_SECONDS"))
+  if (Number.isFinite(grace) && grace > 0) return Math.max(grace > 10 ? grace - 5 : grace - 1, 0) * 1000
+  return 5000
+}
+
+export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
+  Effect.suspend(() => {
+    const issues = new Issues()
+    const named = new Map<string, { backend: C.NamedBackend; path: string }>()
+    ;(config.backends ?? []).forEach((b, i) => {
+      const path = `backends[${i}]`
+      if (named.has(b.name)) issues.add(`${path}.name`, `duplicate backend name "${b.name}"`)
+      named.set(b.name, { backend: b, path })
+      if (defined(b.mcp)) issues.add(`${path}.mcp`, unsupportedMessage("MCP backends"))
+      if (defined(b.host)) {
+        const target = parseHostTarget(b.host)
+        if (typeof target === "string") issues.add(`${path}.host`, target)
+      }
+    })
+    const ctx: Context = { issues, named, targeted: collectTargeted(config, issues) }
+    if (defined(config.mcp)) issues.add("mcp", unsupportedMessage("the mcp gateway (top-level mcp)"))
+    const binds = [...fromBinds(ctx, config), ...fromGateways(ctx, config)]
+    const seen = new Map<number, string>()
+    for (const bind of binds) {
+      const other = seen.get(bind.port)
+      if (other !== undefined) issues.add("", `port ${bind.port} is configured by both ${other} and ${bind.key}; binds and gateways must use unique ports`)
+      seen.set(bind.port, bind.listeners[0]?.path ?? bind.key)
+    }
+    if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
+    return Effect.succeed({ binds, settings: settings(config, env) })
+  })

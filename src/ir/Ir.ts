@@ -1,0 +1,94 @@
+/**
+ * The runtime IR: plain immutable data the config front-ends (binds, gateways + routes, and
+ * later the shorthands and xDS) normalise into. Policies are already merged per attachment
+ * point; nothing here is compiled yet (that is `state/Snapshot.ts`).
+ *
+ * @since 0.1.0
+ */
+import type { BackendPolicies, FilterOrPolicy, GatewayPolicy, RouteMatch } from "../config/LocalConfig.ts"
+
+export interface Snapshot {
+  readonly binds: ReadonlyArray<Bind>
+  readonly settings: Settings
+}
+
+export interface Settings {
+  readonly adminAddr: string
+  readonly statsAddr: string
+  readonly readinessAddr: string
+  readonly logFormat: "text" | "json"
+  readonly logLevel: string
+  readonly accessLogRemove: ReadonlyArray<string>
+  readonly maxBufferSize: number
+  readonly http1MaxHeaders: number
+  readonly http1IdleTimeoutMs: number
+  readonly connectTimeoutMs: number
+  readonly poolIdleTimeoutMs: number
+  readonly poolMaxSize: number | undefined
+  readonly keepalive: boolean
+  readonly terminationDeadlineMs: number
+  readonly terminationMinDeadlineMs: number
+}
+
+export interface Bind {
+  readonly key: string
+  readonly port: number
+  readonly protocol: "HTTP" | "HTTPS"
+  readonly listeners: ReadonlyArray<Listener>
+}
+
+export interface TlsFiles {
+  readonly cert: string
+  readonly key: string
+  readonly root: string | undefined
+  readonly cipherSuites: ReadonlyArray<string> | undefined
+  readonly minVersion: "TLSv1.2" | "TLSv1.3" | undefined
+  readonly maxVersion: "TLSv1.2" | "TLSv1.3" | undefined
+}
+
+export interface Listener {
+  readonly key: string
+  readonly name: string
+  /** The `gateway` field of logs and metrics. */
+  readonly gatewayName: string
+  /** "" serves every host. */
+  readonly hostname: string
+  readonly protocol: "HTTP" | "HTTPS"
+  readonly tls: TlsFiles | undefined
+  readonly policies: GatewayPolicy
+  readonly routes: ReadonlyArray<Route>
+  /** Config path, for errors found while compiling. */
+  readonly path: string
+}
+
+export interface Route {
+  readonly key: string
+  readonly name: string
+  readonly namespace: string
+  readonly ruleName: string | undefined
+  readonly hostnames: ReadonlyArray<string>
+  readonly matches: ReadonlyArray<RouteMatch>
+  /** Merged route-phase policies (most specific replaces). */
+  readonly policies: FilterOrPolicy
+  readonly backends: ReadonlyArray<BackendRef>
+  readonly path: string
+}
+
+export interface HostTarget {
+  readonly _tag: "Host"
+  /** Host name or IP literal (without brackets). */
+  readonly host: string
+  readonly port: number
+  /** True when `host` is a DNS name: the Host header is then rewritten to it. */
+  readonly isHostname: boolean
+}
+
+export interface BackendRef {
+  /** Backend name as logged: `/<routeKey>/backend<i>` inline, `/<name>` for named backends. */
+  readonly name: string
+  readonly weight: number
+  readonly target: HostTarget
+  /** Merged backend policies (first found wins). */
+  readonly policies: BackendPolicies
+  readonly path: string
+}

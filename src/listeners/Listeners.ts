@@ -1,0 +1,183 @@
+/**
+ * One `node:http` / `node:https` server per bind, with every server limit set explicitly
+ * (Node's defaults are not an edge proxy's: security.md §0.3, §5 #7 and #9). Servers read the
+ * current snapshot per request and per TLS handshake, so a reload that keeps the port set
+ * only swaps a reference; new ports are opened before the swap and a port that cannot listen
+ * fails the whole reload.
+ *
+ * @since 0.1.0
+ */
+import { Effect } from "effect"
+import * as http from "node:http"
+import * as https from "node:https"
+import type * as net from "node:net"
+import type * as tls from "node:tls"
+import { ConfigError } from "../config/ConfigError.ts"
+import type * as Ir from "../ir/Ir.ts"
+import type { CompiledBind, Compiled } from "../state/Snapshot.ts"
+import * as RequestHandler from "./RequestHandler.ts"
+
+/** Header-read deadline against slowloris (Node: 60 s; agentgateway: the 10 min idle timeout). */
+export const HEADERS_TIMEOUT_MS = 10_000
+/** Largest request head accepted (Node's default, stated so it cannot drift). */
+export const MAX_HEADER_BYTES = 16 * 1024
+
+export interface OpenServer {
+  readonly port: number
+  readonly protocol: "HTTP" | "HTTPS"
+  readonly mtls: boolean
+  readonly server: http.Server
+  /** Resolves once every connection has ended. */
+  readonly close: (deadlineMs: number) => Promise<void>
+}
+
+const serverOptions = (settings: Ir.Settings): http.ServerOptions => ({
+  maxHeaderSize: MAX_HEADER_BYTES,
+  headersTimeout: HEADERS_TIMEOUT_MS,
+  // Off: streamed responses (SSE, MCP, LLM) legitimately outlive any fixed request deadline;
+  // per-route `timeout` policies bound requests instead.
+  requestTimeout: 0,
+  keepAliveTimeout: settings.http1IdleTimeoutMs,
+  requireHostHeader: true,
+  joinDuplicateHeaders: false,
+  insecureHTTPParser: false,
+  noDelay: true
+})
+
+const closeServer = (server: http.Server, deadlineMs: number): Promise<void> =>
+  new Promise((resolve) => {
+    if (!server.listening) return resolve()
+    const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
+    timer.unref()
+    server.close(() => {
+      clearTimeout(timer)
+      resolve()
+    })
+    server.closeIdleConnections()
+  })
+
+const listen = (server: net.Server, port: number, host: string | undefined): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const onError = (error: Error) => reject(error)
+    server.once("error", onError)
+    server.listen({ port, ...(host === undefined ? {} : { host }) }, () => {
+      server.off("error", onError)
+      resolve()
+    })
+  })
+
+export interface ListenerSetEnv extends Omit<RequestHandler.HandlerEnv, "bind"> {
+  readonly current: () => Compiled | undefined
+}
+
+export class ListenerSet {
+  readonly servers = new Map<number, OpenServer>()
+  private readonly env: ListenerSetEnv
+
+  constructor(env: ListenerSetEnv) {
+    this.env = env
+  }
+
+  private bind = (port: number): CompiledBind | undefined => this.env.current()?.binds.get(port)
+
+  private open(bind: CompiledBind, settings: Ir.Settings): Promise<OpenServer> {
+    const port = bind.ir.port
+    const scheme = bind.ir.protocol === "HTTPS" ? "https" : "http"
+    const handler = RequestHandler.make({ ...this.env, bind: this.bind }, port, scheme)
+    let server: http.Server
+    const mtls = bind.all.some((l) => l.tls?.options.requestCert === true)
+    if (bind.ir.protocol === "HTTPS") {
+      const first = bind.all.find((l) => l.tls !== undefined)?.tls
+      server = https.createServer({
+        ...serverOptions(settings),
+        ...(first?.options ?? {}),
+        requestCert: mtls,
+        rejectUnauthorized: mtls,
+        SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => {
+          const current = this.bind(port)
+          const listener = current?.listeners.find(servername.toLowerCase()) ?? current?.all[0]
+          cb(null, listener?.tls?.context)
+        }
+      })
+    } else {
+      server = http.createServer(serverOptions(settings))
+    }
+    // Node keeps only this many headers; one more than the limit lets the handler answer 431.
+    server.maxHeadersCount = settings.http1MaxHeaders + 1
+    server.timeout = 0
+    server.on("request", handler)
+    server.on("clientError", (error: NodeJS.ErrnoException, socket: net.Socket) => {
+      if (!socket.writable || error.code === "ECONNRESET") return socket.destroy()
+      const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request"
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    })
+    return listen(server, port, undefined).then(() => ({
+      port,
+      protocol: bind.ir.protocol,
+      mtls,
+      server,
+      close: (deadlineMs: number) => closeServer(server, deadlineMs)
+    }))
+  }
+
+  /**
+   * Opens servers for ports the new snapshot adds (before it is swapped in); returns a commit
+   * step that closes servers for ports it no longer has. On any listen failure nothing stays
+   * open and the current servers are untouched.
+   */
+  prepare(next: Compiled): Effect.Effect<{ readonly commit: (deadlineMs: number) => Promise<void> }, ConfigError> {
+    return Effect.tryPromise({
+      try: async () => {
+        const opened: Array<OpenServer> = []
+        const replaced: Array<OpenServer> = []
+        try {
+          for (const bind of next.binds.values()) {
+            const existing = this.servers.get(bind.ir.port)
+            const mtls = bind.all.some((l) => l.tls?.options.requestCert === true)
+            if (existing !== undefined && existing.protocol === bind.ir.protocol && existing.mtls === mtls) {
+              if (bind.ir.protocol === "HTTPS") {
+                const first = bind.all.find((l) => l.tls !== undefined)?.tls
+                if (first !== undefined) (existing.server as https.Server).setSecureContext(first.options)
+              }
+              continue
+            }
+            if (existing !== undefined) {
+              // The port changes protocol: the old server must release it first.
+              await existing.close(0)
+              this.servers.delete(bind.ir.port)
+              replaced.push(existing)
+            }
+            opened.push(await this.open(bind, next.ir.settings))
+          }
+        } catch (cause) {
+          await Promise.all(opened.map((s) => s.close(0)))
+          throw cause
+        }
+        return {
+          commit: async (deadlineMs: number) => {
+            for (const s of opened) this.servers.set(s.port, s)
+            const closing: Array<Promise<void>> = []
+            for (const [port, s] of this.servers) {
+              if (!next.binds.has(port)) {
+                this.servers.delete(port)
+                closing.push(s.close(deadlineMs))
+              }
+            }
+            await Promise.all(closing)
+          }
+        }
+      },
+      catch: (cause) =>
+        new ConfigError({
+          issues: [{ path: "", message: `cannot listen: ${cause instanceof Error ? cause.message : String(cause)}` }]
+        })
+    })
+  }
+
+  /** Stops accepting on every port and waits for in-flight requests, up to the deadline. */
+  closeAll(deadlineMs: number): Promise<void> {
+    const all = [...this.servers.values()]
+    this.servers.clear()
+    return Promise.all(all.map((s) => s.close(deadlineMs))).then(() => undefined)
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * The Node edge of the data plane: turns a Node request into a `ProxyRequest`, runs the
+ * listener's pre-composed Effect on the process runtime, writes the `ProxyResponse` (piping a
+ * streamed upstream body straight into the socket) and records one access-log event and the
+ * request metrics when the exchange ends.
+ *
+ * Input the HTTP parser lets through but a proxy must not (security.md §0.1): a second `Host`,
+ * underscore header names, `Transfer-Encoding` on HTTP/1.0, more headers than allowed, and
+ * request targets the path normaliser refuses, are answered 400/431 here, before any policy.
+ *
+ * @since 0.1.0
+ */
+import { Cause, type Context, Effect, Exit } from "effect"
+import type { IncomingMessage, ServerResponse } from "node:http"
+import type { AccessLog } from "../observability/AccessLog.ts"
+import type { RequestMetrics } from "../observability/Metrics.ts"
+import type { Handler } from "../pipeline/Policy.ts"
+import * as ProxyError from "../pipeline/ProxyError.ts"
+import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import * as Response from "../pipeline/ProxyResponse.ts"
+import { ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
+import { normalizeTarget } from "../routing/Path.ts"
+import * as Headers from "../shared/headers.ts"
+import type { CompiledBind, CompiledListener } from "../state/Snapshot.ts"
+
+export interface HandlerEnv {
+  /** The bind of the snapshot serving now; read per request so a reload applies at once. */
+  readonly bind: (port: number) => CompiledBind | undefined
+  readonly maxHeaders: () => number
+  readonly accessLog: () => AccessLog
+  readonly metrics: RequestMetrics
+  /** Services the request Effects run with (logger, tracer, …). */
+  readonly context: Context.Context<never>
+}
+
+/** Reads the raw header list once: lower-cased map, plus the checks Node does not make. */
+const readHeaders = (raw: ReadonlyArray<string>, max: number): Headers.HeaderMap | 400 | 431 => {
+  if (raw.length / 2 > max) return 431
+  const headers = Headers.empty()
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    // Underscores: `X_Forwarded_For` and `X-Forwarded-For` must not become two spellings of one header.
+    if (name.includes("_")) return 400
+    // RFC 9112 §3.2: a request with more than one Host is invalid.
+    if (name === "host" && ++hosts > 1) return 400
+    Headers.append(headers, name, raw[i + 1]!)
+  }
+  return headers
+}
+
+const hostOf = (authority: string): string => {
+  if (authority.startsWith("[")) {
+    const end = authority.indexOf("]")
+    return end === -1 ? authority.toLowerCase() : authority.slice(1, end).toLowerCase()
+  }
+  const colon = authority.lastIndexOf(":")
+  return (colon === -1 ? authority : authority.slice(0, colon)).toLowerCase()
+}
+
+const reject = (res: ServerResponse, status: number, body: string, close: boolean) => {
+  res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body), ...(close ? { connection: "close" } : {}) })
+  res.end(body)
+  if (close) res.once("finish", () => res.socket?.destroySoon())
+}
+
+const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest | undefined, response: ProxyResponse) => {
+  const queued = ctx?.queuedResponseHeaders
+  if (queued !== undefined) for (const [name, value] of queued) Headers.append(response.headers, name, value)
+  const body = response.body
+  const open = ctx?.openBodies
+  if (open !== undefined) for (const b of open) if (b !== body) b.abort(new Error("response not used"))
+  if (body === undefined || typeof body === "string" || body instanceof Uint8Array) {
+    if (body !== undefined && response.headers["content-length"] === undefined) {
+      response.headers["content-length"] = String(typeof body === "string" ? Buffer.byteLength(body) : body.length)
+    }
+    res.writeHead(response.status, response.headers)
+    res.end(req.method === "HEAD" ? undefined : body)
+    return
+  }
+  res.writeHead(response.status, response.headers)
+  body.pipeTo(res)
+}
+
+export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
+  const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
+    Effect.runCallbackWith(env.context)(Effect.provideService(handler, RequestContext, ctx), { onExit })
+
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const startTime = performance.now()
+    if (req.httpVersion === "1.0" && req.headers["transfer-encoding"] !== undefined) {
+      // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means the framing cannot be trusted.
+      return reject(res, 400, "invalid request", true)
+    }
+    const headers = readHeaders(req.rawHeaders, env.maxHeaders())
+    if (typeof headers === "number") return reject(res, headers, headers === 431 ? "request header fields too large" : "invalid request", true)
+    const target = normalizeTarget(req.url ?? "/")
+    if ("error" in target) return reject(res, 400, "invalid request", false)
+    const authority = target.authority ?? Headers.get(headers, "host") ?? ""
+    if (authority === "") return reject(res, 400, "invalid request", false)
+    if (target.authority !== undefined) headers["host"] = target.authority
+    Headers.stripHopByHop(headers)
+    const socket = req.socket
+    const ctx = new ProxyRequest(
+      req,
+      req.method ?? "GET",
+      target.path,
+      target.query,
+      hostOf(authority),
+      authority,
+      scheme,
+      `HTTP/${req.httpVersion}`,
+      headers,
+      socket.remoteAddress ?? "",
+      socket.remotePort ?? 0,
+      startTime
+    )
+    const bind = env.bind(port)
+    ctx.bind = `bind/${port}`
+    let listener: CompiledListener | undefined
+    if (bind !== undefined) {
+      listener = bind.listeners.find(ctx.host)
+      if (listener !== undefined) {
+        ctx.gateway = listener.ir.gatewayName
+        ctx.listener = listener.ir.name
+      }
+    }
+    let error: ProxyError.ProxyError | undefined
+    let interrupt: ((id?: number) => void) | undefined
+    let done = false
+    res.once("close", () => {
+      if (!done) interrupt?.()
+      const open = ctx.openBodies
+      if (!res.writableFinished && open !== undefined) for (const b of open) b.abort(new Error("downstream closed"))
+      complete(env, ctx, res, error)
+    })
+    const finish = (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => {
+      done = true
+      if (res.destroyed) return
+      let response: ProxyResponse
+      if (Exit.isSuccess(exit)) {
+        response = exit.value
+      } else {
+        const failure = exit.cause.reasons.find(Cause.isFailReason)
+        if (failure !== undefined) {
+          error = failure.error
+        } else if (Cause.hasInterruptsOnly(exit.cause)) {
+          return
+        } else {
+          error = ProxyError.make({ _tag: "Internal", cause: Cause.squash(exit.cause) })
+        }
+        response = ProxyError.toResponse(error)
+      }
+      writeSafely(req, res, ctx, response)
+    }
+    if (listener === undefined) {
+      return finish(Exit.fail(ProxyError.make({ _tag: "ListenerNotFound" })))
+    }
+    interrupt = run(listener.handler, ctx, finish)
+  }
+}
+
+/** A header value a policy produced that Node refuses must not crash the process. */
+const writeSafely = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest, response: ProxyResponse) => {
+  try {
+    writeResponse(req, res, ctx, response)
+  } catch {
+    if (!res.headersSent) writeResponse(req, res, undefined, Response.text(500, "internal error"))
+    else res.destroy()
+  }
+}
+
+const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error: ProxyError.ProxyError | undefined) => {
+  const seconds = (performance.now() - ctx.startTime) / 1000
+  const status = res.headersSent ? res.statusCode : 0
+  const route = ctx.route
+  const reason = error !== undefined ? ProxyError.reasonLabel(error) : ctx.directResponse ? "DirectResponse" : "Upstream"
+  env.metrics.record(
+    {
+      backend: ctx.backend,
+      protocol: "http",
+      method: ctx.method,
+      status: String(status),
+      reason,
+      bind: ctx.bind,
+      gateway: ctx.gateway,
+      listener: ctx.listener,
+      route: route === undefined ? "" : `${route.namespace}/${route.name}`,
+      route_rule: route?.ruleName ?? ""
+    },
+    seconds
+  )
+  env.accessLog().log([
+    ["gateway", ctx.gateway],
+    ["listener", ctx.listener],
+    ["route_rule", route?.ruleName],
+    ["route", route === undefined ? undefined : `${route.namespace}/${route.name}`],
+    ["endpoint", ctx.endpoint],
+    ["src.addr", ctx.sourceAddress.includes(":") ? `[${ctx.sourceAddress}]:${ctx.sourcePort}` : `${ctx.sourceAddress}:${ctx.sourcePort}`],
+    ["http.method", ctx.method],
+    ["http.host", ctx.host],
+    ["http.path", ctx.path],
+    ["http.version", ctx.version],
+    ["http.status", status],
+    ["protocol", "http"],
+    ["error", error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error)],
+    ["duration", `${Math.round(seconds * 1000)}ms`]
+  ])
+}
+
+/** Error text for logs: the reason and, for upstream failures, the cause (never sent to clients). */
+const errorText = (error: ProxyError.ProxyError): string => {
+  const reason = error.reason
+  if (reason._tag === "UpstreamFailed" || reason._tag === "Internal") {
+    const cause = reason.cause
+    return `${ProxyError.toResponse(error).body as string}: ${cause instanceof Error ? cause.message : String(cause)}`
+  }
+  return ProxyError.toResponse(error).body as string
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+/**
+ * The `agentgateway` command, the only impure edge: parse flags, then run the gateway until
+ * SIGTERM/SIGINT (graceful drain, exit 0) or validate a config and exit.
+ *
+ *   agentgateway -f config.yaml           serve, hot-reloading the file on change
+ *   agentgateway -f -                     read the config from stdin once
+ *   agentgateway -c '<yaml or json>'      serve an inline config
+ *   agentgateway --validate-only -f FILE  check a config: exit 0, or list every error and exit 1
+ *   agentgateway --version | -V
+ *
+ * @since 0.1.0
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Exit, Layer } from "effect"
+import { parseArgs } from "node:util"
+import { formatIssue } from "./config/ConfigError.ts"
+import { type ConfigSource, Gateway, validate } from "./Gateway.ts"
+import { VERSION } from "./Version.ts"
+
+const usage = `usage: agentgateway (-f FILE | -f - | -c CONFIG) [--validate-only]
+       agentgateway --version
+
+  -f, --file FILE      config file (YAML or JSON); watched and hot-reloaded. "-" reads stdin once
+  -c, --config TEXT    inline config (YAML or JSON), static
+      --validate-only  check the config and exit: 0 when valid, 1 with every error listed
+  -V, --version        print the version
+`
+
+const fail = (message: string, code = 2): never => {
+  process.stderr.write(`${message}\n`)
+  process.exit(code)
+}
+
+const parsed = (() => {
+  try {
+    return parseArgs({
+      options: {
+        file: { type: "string", short: "f" },
+        config: { type: "string", short: "c" },
+        "validate-only": { type: "boolean" },
+        version: { type: "boolean" },
+        V: { type: "boolean", short: "V" },
+        help: { type: "boolean", short: "h" }
+      },
+      strict: true
+    }).values
+  } catch (error) {
+    return fail(`${error instanceof Error ? error.message : String(error)}\n\n${usage}`)
+  }
+})()
+
+if (parsed.help === true) {
+  process.stdout.write(usage)
+  process.exit(0)
+}
+if (parsed.version === true) {
+  process.stdout.write(`${JSON.stringify({ name: "effect-agentgateway", version: VERSION, node: process.version })}\n`)
+  process.exit(0)
+}
+if (parsed.V === true) {
+  process.stdout.write(`agentgateway ${VERSION} (effect-agentgateway)\n`)
+  process.exit(0)
+}
+if (parsed.file !== undefined && parsed.config !== undefined) fail("only one of -f/--file and -c/--config may be given")
+
+const source: ConfigSource = parsed.config !== undefined
+  ? { _tag: "Inline", text: parsed.config }
+  : parsed.file === "-"
+  ? { _tag: "Stdin" }
+  : parsed.file !== undefined
+  ? { _tag: "File", path: parsed.file, watch: true }
+  : fail(`no config given\n\n${usage}`)
+
+/** Config errors are the user's to fix: print them plainly, never as a stack trace. */
+const reportFailure = (cause: Cause.Cause<unknown>): number => {
+  const error = Cause.squash(cause)
+  if (error !== null && typeof error === "object" && "_tag" in error && error._tag === "ConfigError" && "issues" in error) {
+    const issues = error.issues as ReadonlyArray<Parameters<typeof formatIssue>[0]>
+    process.stderr.write(`invalid config (${issues.length} error${issues.length === 1 ? "" : "s"}):\n`)
+    for (const issue of issues) process.stderr.write(`  ${formatIssue(issue)}\n`)
+  } else {
+    process.stderr.write(`${Cause.pretty(cause)}\n`)
+  }
+  return 1
+}
+
+if (parsed["validate-only"] === true) {
+  const exit = await Effect.runPromiseExit(validate(source))
+  if (Exit.isSuccess(exit)) {
+    const routes = exit.value.binds.reduce((n, b) => n + b.listeners.reduce((m, l) => m + l.routes.length, 0), 0)
+    process.stdout.write(`config is valid: ${exit.value.binds.length} bind(s), ${routes} route(s)\n`)
+    process.exit(0)
+  }
+  process.exit(reportFailure(exit.cause))
+}
+
+NodeRuntime.runMain(Layer.launch(Gateway.layer({ source })), {
+  disableErrorReporting: true,
+  teardown: (exit, onExit) => {
+    if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
+    onExit(reportFailure(exit.cause))
+  }
+})

@@ -1,0 +1,44 @@
+/**
+ * The policy contract. A policy is a value: the config key it is attached under and
+ * `make(config)`, run once per snapshot inside the snapshot's Scope, which returns a
+ * middleware. A middleware wraps the rest of the pipeline: it may answer without calling
+ * `next` (CORS preflight, direct response), fail with a `ProxyError` (auth, rate limits), or
+ * map over `next` for response-side work (header modifiers). Order is not the policy's
+ * business: `PolicyOrder.ts` fixes it for every route.
+ *
+ * @since 0.1.0
+ */
+import type { Effect, Scope } from "effect"
+import type { ConfigError } from "../config/ConfigError.ts"
+import type { FilterOrPolicy } from "../config/LocalConfig.ts"
+import type { ProxyError } from "./ProxyError.ts"
+import type { ProxyResponse } from "./ProxyResponse.ts"
+import type { RequestContext } from "./RequestContext.ts"
+
+export type Handler = Effect.Effect<ProxyResponse, ProxyError, RequestContext>
+
+export type Middleware = (next: Handler) => Handler
+
+/** Every policy key of a route's `policies:` block. */
+export type PolicyKey = keyof FilterOrPolicy
+
+/** Config value type of a policy key, with YAML `null` removed. */
+export type PolicyConfig<K extends PolicyKey> = NonNullable<FilterOrPolicy[K]>
+
+/** Snapshot-wide settings a policy may need while it is built. */
+export interface BuildEnv {
+  /** `frontendPolicies.http.maxBufferSize`: the most a policy may buffer of a body. */
+  readonly maxBufferSize: number
+}
+
+export interface Policy<K extends PolicyKey> {
+  readonly key: K
+  readonly make: (
+    config: PolicyConfig<K>,
+    env: BuildEnv,
+    /** Field path of this policy in the config, for error messages. */
+    path: string
+  ) => Effect.Effect<Middleware, ConfigError, Scope.Scope>
+}
+
+export const define = <K extends PolicyKey>(policy: Policy<K>): Policy<K> => policy

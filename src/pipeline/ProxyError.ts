@@ -1,0 +1,71 @@
+/**
+ * The one error of the request path. Every reason maps to agentgateway's status and short
+ * text body in `toResponse`, the only place statuses are decided; bodies never carry upstream
+ * internals or stack traces (security.md §0.5 "Beat").
+ *
+ * @since 0.1.0
+ */
+import { Data } from "effect"
+import * as Response from "./ProxyResponse.ts"
+
+export type ProxyErrorReason =
+  | { readonly _tag: "ListenerNotFound" }
+  | { readonly _tag: "RouteNotFound" }
+  | { readonly _tag: "NoValidBackends" }
+  | { readonly _tag: "BackendNotFound"; readonly name: string }
+  | { readonly _tag: "InvalidRequest"; readonly detail: string }
+  | { readonly _tag: "UpstreamFailed"; readonly cause: unknown }
+  | { readonly _tag: "UpstreamTimeout" }
+  | { readonly _tag: "RequestTimeout" }
+  | { readonly _tag: "Internal"; readonly cause: unknown }
+
+export class ProxyError extends Data.TaggedError("ProxyError")<{
+  readonly reason: ProxyErrorReason
+}> {}
+
+export const make = (reason: ProxyErrorReason): ProxyError => new ProxyError({ reason })
+
+/** Metric / log `reason` label, named as agentgateway names them. */
+export const reasonLabel = (error: ProxyError): string => {
+  switch (error.reason._tag) {
+    case "ListenerNotFound":
+    case "RouteNotFound":
+      return "NotFound"
+    case "NoValidBackends":
+    case "BackendNotFound":
+      return "NoHealthyBackend"
+    case "InvalidRequest":
+      return "InvalidRequest"
+    case "UpstreamFailed":
+      return "UpstreamFailure"
+    case "UpstreamTimeout":
+    case "RequestTimeout":
+      return "Timeout"
+    case "Internal":
+      return "Internal"
+  }
+}
+
+export const toResponse = (error: ProxyError): Response.ProxyResponse => {
+  const reason = error.reason
+  switch (reason._tag) {
+    case "ListenerNotFound":
+      return Response.text(404, "listener not found")
+    case "RouteNotFound":
+      return Response.text(404, "route not found")
+    case "NoValidBackends":
+      return Response.text(500, "no valid backends")
+    case "BackendNotFound":
+      return Response.text(500, "backend does not exist")
+    case "InvalidRequest":
+      return Response.text(400, "invalid request")
+    case "UpstreamFailed":
+      return Response.text(503, "upstream call failed")
+    case "UpstreamTimeout":
+      return Response.text(504, "upstream call timeout")
+    case "RequestTimeout":
+      return Response.text(504, "request timeout")
+    case "Internal":
+      return Response.text(500, "internal error")
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * The one typed per-request context (Pingora's CTX): what the downstream asked, what the
+ * gateway decided so far, and the record the access log and metrics are written from. It is
+ * provided to the pipeline as the `RequestContext` service and mutated in place by policies,
+ * so a request allocates one of these and no per-policy copies.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect } from "effect"
+import type { IncomingMessage } from "node:http"
+import type * as Headers from "../shared/headers.ts"
+import type { StreamBody } from "./ProxyResponse.ts"
+
+/** Route identity as it appears in logs, metrics and CEL `proxy.*`. */
+export interface RouteInfo {
+  readonly key: string
+  readonly name: string
+  readonly namespace: string
+  readonly ruleName: string | undefined
+}
+
+export class ProxyRequest {
+  /** Names of the bind / gateway / listener the request arrived on. */
+  bind = ""
+  gateway = ""
+  listener = ""
+  route: RouteInfo | undefined = undefined
+  /** Name of the backend the request was sent to (`/<route>/backend0`, `/name`, …). */
+  backend = ""
+  endpoint = ""
+  /** Response headers queued by policies for every response, including errors (CORS, rate limits). */
+  queuedResponseHeaders: Array<readonly [string, string]> | undefined = undefined
+  /** Set by a policy that chose the authority (urlRewrite): disables the auto host rewrite. */
+  authorityRewritten = false
+  /** Set when a policy, not an upstream, produced the response. */
+  directResponse = false
+  /**
+   * Upstream bodies opened for this request. The listener aborts every one it did not write
+   * (a retried attempt, a response dropped by a timeout), so no pooled connection is left paused.
+   */
+  openBodies: Array<StreamBody> | undefined = undefined
+
+  readonly raw: IncomingMessage
+  /** Upper-case method. */
+  method: string
+  /** Normalised path (see routing/Path.ts), used for routing, authorization and forwarding. */
+  path: string
+  /** Raw query string including the leading `?`, or "". */
+  query: string
+  /** Host without port, lower-cased. */
+  host: string
+  /** The authority as received (`Host` header or absolute-form URI). */
+  authority: string
+  readonly scheme: "http" | "https"
+  readonly version: string
+  /** Request headers to send upstream; hop-by-hop headers already stripped. */
+  readonly headers: Headers.HeaderMap
+  readonly sourceAddress: string
+  readonly sourcePort: number
+  /** `performance.now()` when the request arrived. */
+  readonly startTime: number
+
+  constructor(
+    raw: IncomingMessage,
+    method: string,
+    path: string,
+    query: string,
+    host: string,
+    authority: string,
+    scheme: "http" | "https",
+    version: string,
+    headers: Headers.HeaderMap,
+    sourceAddress: string,
+    sourcePort: number,
+    startTime: number
+  ) {
+    this.raw = raw
+    this.method = method
+    this.path = path
+    this.query = query
+    this.host = host
+    this.authority = authority
+    this.scheme = scheme
+    this.version = version
+    this.headers = headers
+    this.sourceAddress = sourceAddress
+    this.sourcePort = sourcePort
+    this.startTime = startTime
+  }
+
+  queueResponseHeader(name: string, value: string): void {
+    ;(this.queuedResponseHeaders ??= []).push([name, value])
+  }
+
+  get pathAndQuery(): string {
+    return this.path + this.query
+  }
+}
+
+export class RequestContext extends Context.Service<RequestContext, ProxyRequest>()("agw/pipeline/RequestContext") {}
+
+/** The current request, for middlewares: `Effect.flatMap(currentRequest, (ctx) => …)`. */
+export const currentRequest: Effect.Effect<ProxyRequest, never, RequestContext> = Effect.service(RequestContext)

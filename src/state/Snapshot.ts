@@ -1,0 +1,147 @@
+/**
+ * IR → compiled snapshot: listener tables, sorted route tables, every policy's middleware
+ * built once, handlers composed in `PolicyOrder`, upstream pools resolved. Built inside the
+ * snapshot's Scope; nothing on the request path re-derives any of it.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Scope } from "effect"
+import * as HttpBackend from "../backends/HttpBackend.ts"
+import { UpstreamPools } from "../backends/Pools.ts"
+import { ConfigError } from "../config/ConfigError.ts"
+import type * as Ir from "../ir/Ir.ts"
+import * as Tls from "../listeners/Tls.ts"
+import * as Pipeline from "../pipeline/Pipeline.ts"
+import type { BuildEnv, Handler, Middleware, PolicyKey } from "../pipeline/Policy.ts"
+import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
+import * as ProxyError from "../pipeline/ProxyError.ts"
+import { currentRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
+import { registry } from "../policies/index.ts"
+import * as Match from "../routing/Match.ts"
+import { ListenerTable, RouteTable } from "../routing/RouteTable.ts"
+
+export interface CompiledListener {
+  readonly ir: Ir.Listener
+  readonly tls: Tls.ListenerTls | undefined
+  /** Gateway-phase policies → route selection → route pipeline. */
+  readonly handler: Handler
+}
+
+export interface CompiledBind {
+  readonly ir: Ir.Bind
+  readonly listeners: ListenerTable<CompiledListener>
+  readonly all: ReadonlyArray<CompiledListener>
+}
+
+export interface Compiled {
+  readonly ir: Ir.Snapshot
+  readonly binds: ReadonlyMap<number, CompiledBind>
+}
+
+interface CompiledRoute {
+  readonly info: RouteInfo
+  readonly handler: Handler
+}
+
+const buildMiddlewares = (
+  block: object,
+  allowed: ReadonlyArray<PolicyKey>,
+  env: BuildEnv,
+  path: string
+): Effect.Effect<Map<PolicyKey, Middleware>, ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const out = new Map<PolicyKey, Middleware>()
+    for (const [key, config] of Object.entries(block)) {
+      if (config === undefined || config === null) continue
+      const policy = registry[key as PolicyKey]
+      if (policy === undefined || !allowed.includes(key as PolicyKey)) {
+        return yield* Effect.fail(new ConfigError({ issues: [{ path: `${path}.${key}`, message: `policy ${key} cannot be used here` }] }))
+      }
+      const make = policy.make as (c: unknown, e: BuildEnv, p: string) => Effect.Effect<Middleware, ConfigError, Scope.Scope>
+      out.set(key as PolicyKey, yield* make(config, env, `${path}.${key}`))
+    }
+    return out
+  })
+
+const regexError = (path: string, cause: unknown) =>
+  new ConfigError({ issues: [{ path, message: `invalid regular expression: ${cause instanceof Error ? cause.message : String(cause)}` }] })
+
+const hostHeader = (target: Ir.HostTarget) => (target.port === 80 ? target.host : `${target.host}:${target.port}`)
+
+const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) =>
+  Effect.gen(function*() {
+    const pools = yield* UpstreamPools
+    const pool = pools.get(ref.target, settings)
+    const endpoint = `${ref.target.host.includes(":") ? `[${ref.target.host}]` : ref.target.host}:${ref.target.port}`
+    const rewriteHost = ref.target.isHostname ? hostHeader(ref.target) : undefined
+    const call: Handler = Effect.flatMap(currentRequest, (ctx) => {
+      ctx.backend = ref.name
+      ctx.endpoint = endpoint
+      // Auto host rewrite for DNS-named backends; a policy that set the authority wins.
+      if (rewriteHost !== undefined && !ctx.authorityRewritten) ctx.headers["host"] = rewriteHost
+      return HttpBackend.call(pool, ctx)
+    })
+    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`)
+    return Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
+  })
+
+/** Weighted random choice over the route's backends, precomputed as cumulative weights. */
+const chooseBackend = (handlers: ReadonlyArray<Handler>, weights: ReadonlyArray<number>): Handler => {
+  const total = weights.reduce((a, b) => a + b, 0)
+  if (handlers.length === 0 || total <= 0) return Effect.fail(ProxyError.make({ _tag: "NoValidBackends" }))
+  if (handlers.length === 1) return handlers[0]!
+  const cumulative: Array<number> = []
+  let sum = 0
+  for (const w of weights) cumulative.push((sum += w))
+  return Effect.suspend(() => {
+    const pick = Math.random() * total
+    let i = 0
+    while (cumulative[i]! <= pick) i++
+    return handlers[i]!
+  })
+}
+
+const buildRoute = (route: Ir.Route, env: BuildEnv, settings: Ir.Settings) =>
+  Effect.gen(function*() {
+    const backends = yield* Effect.forEach(route.backends, (b) => buildBackend(b, env, settings))
+    const terminal = chooseBackend(backends, route.backends.map((b) => b.weight))
+    const middlewares = yield* buildMiddlewares(route.policies, PolicyOrder.routePhase, env, `${route.path}.policies`)
+    const info: RouteInfo = { key: route.key, name: route.name, namespace: route.namespace, ruleName: route.ruleName }
+    const matches = yield* Effect.forEach(route.matches, (m, i) =>
+      Effect.try({ try: () => Match.compile(m), catch: (cause) => regexError(`${route.path}.matches[${i}]`, cause) })
+    )
+    const compiled: CompiledRoute = { info, handler: Pipeline.compose(PolicyOrder.routePhase, middlewares, terminal) }
+    return { route: compiled, key: route.key, hostnames: route.hostnames, matches }
+  })
+
+const buildListener = (listener: Ir.Listener, env: BuildEnv, settings: Ir.Settings) =>
+  Effect.gen(function*() {
+    const routes = yield* Effect.forEach(listener.routes, (r) => buildRoute(r, env, settings))
+    const table = new RouteTable(routes)
+    const notFound = Effect.fail(ProxyError.make({ _tag: "RouteNotFound" }))
+    const select: Handler = Effect.flatMap(currentRequest, (ctx) => {
+      const found = table.find(ctx)
+      if (found === undefined) return notFound
+      ctx.route = found.route.info
+      return found.route.handler
+    })
+    const middlewares = yield* buildMiddlewares(listener.policies, PolicyOrder.gatewayPhase, env, `${listener.path}.policies`)
+    const tls = listener.tls === undefined ? undefined : yield* Tls.load(listener.tls, `${listener.path}.tls`)
+    const compiled: CompiledListener = { ir: listener, tls, handler: Pipeline.compose(PolicyOrder.gatewayPhase, middlewares, select) }
+    return compiled
+  })
+
+export const build = (ir: Ir.Snapshot): Effect.Effect<Compiled, ConfigError, Scope.Scope | UpstreamPools> =>
+  Effect.gen(function*() {
+    const env: BuildEnv = { maxBufferSize: ir.settings.maxBufferSize }
+    const binds = new Map<number, CompiledBind>()
+    for (const bind of ir.binds) {
+      const all = yield* Effect.forEach(bind.listeners, (l) => buildListener(l, env, ir.settings))
+      binds.set(bind.port, {
+        ir: bind,
+        all,
+        listeners: new ListenerTable(all.map((l) => ({ hostname: l.ir.hostname, listener: l })))
+      })
+    }
+    return { ir, binds }
+  })
