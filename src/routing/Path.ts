@@ -28,10 +28,10 @@ const isUnreserved = (c: number) =>
   (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 45 || c === 46 || c === 95 || c === 126
 
 /** Fast path: a path with no escapes, dots-segments, double slashes or backslashes is already normal. */
-const SIMPLE = /^\/(?:[A-Za-z0-9\-_~!$&'()*+,;=:@]|\.(?![./]|$)|\/(?![/.]))*$/
+const SIMPLE = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-_~!$&'()*+,;=:@.]*)*\/?$/
 
 export const normalizePath = (raw: string): string | { readonly error: string } => {
-  if (SIMPLE.test(raw) && !raw.endsWith("/.") && !raw.includes("/./")) return raw
+  if (SIMPLE.test(raw)) return raw
   let decoded = ""
   for (let i = 0; i < raw.length; i++) {
     const c = raw.charCodeAt(i)

@@ -1,0 +1,34 @@
+/**
+ * Runs a single policy's middleware without sockets: build it from config, wrap a stub
+ * `next`, provide a `ProxyRequest`.
+ */
+import { Effect, Scope } from "effect"
+import type { Handler, Policy, PolicyConfig, PolicyKey } from "../../src/pipeline/Policy.ts"
+import type { ProxyError } from "../../src/pipeline/ProxyError.ts"
+import { ProxyResponse } from "../../src/pipeline/ProxyResponse.ts"
+import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
+import * as Headers from "../../src/shared/headers.ts"
+
+/** A `next` that records it was called and answers 200 "upstream" with the given headers. */
+export const upstream = (headers: Record<string, string> = {}) => {
+  const calls: Array<ProxyRequest> = []
+  const handler: Handler = Effect.map(Effect.service(RequestContext), (ctx) => {
+    calls.push(ctx)
+    const h = Headers.empty()
+    for (const [k, v] of Object.entries(headers)) h[k] = v
+    return new ProxyResponse(200, h, "upstream")
+  })
+  return { handler, calls }
+}
+
+export const run = <K extends PolicyKey>(
+  policy: Policy<K>,
+  config: PolicyConfig<K>,
+  next: Handler,
+  request: ProxyRequest
+): Effect.Effect<ProxyResponse, ProxyError> =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const middleware = yield* Effect.orDie(Scope.provide(policy.make(config, { maxBufferSize: 2 * 1024 * 1024 }, "policies"), scope))
+    return yield* Effect.provideService(middleware(next), RequestContext, request)
+  })

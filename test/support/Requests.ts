@@ -1,0 +1,24 @@
+/**
+ * Builds `ProxyRequest`s without sockets, for unit tests of routing and policies.
+ */
+import type { IncomingMessage } from "node:http"
+import { ProxyRequest } from "../../src/pipeline/RequestContext.ts"
+import * as Headers from "../../src/shared/headers.ts"
+
+export interface RequestSpec {
+  readonly method?: string
+  readonly path?: string
+  readonly query?: string
+  readonly host?: string
+  readonly headers?: Record<string, string | Array<string>>
+}
+
+export const request = (spec: RequestSpec = {}): ProxyRequest => {
+  const headers = Headers.empty()
+  for (const [k, v] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = v
+  const host = spec.host ?? "example.com"
+  headers["host"] ??= host
+  // A bare object stands in for the Node request: unit tests never read the socket or body.
+  const raw = Object.create(null) as IncomingMessage
+  return new ProxyRequest(raw, spec.method ?? "GET", spec.path ?? "/", spec.query ?? "", host, host, "http", "HTTP/1.1", headers, "127.0.0.1", 1234, 0)
+}
