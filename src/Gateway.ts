@@ -38,10 +38,19 @@ export interface Options {
   readonly accessLogSink?: { write(line: string): void }
 }
 
+/** A normalised config and the source it came from (to locate later errors in it). */
+export interface LoadedIr {
+  readonly ir: Ir.Snapshot
+  readonly source: Load.Source
+}
+
 /** Reads, decodes and normalises a config text; errors carry file:line:column. */
-export const loadIr = (text: string, file: string, env: Env.Lookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
+export const loadIr = (text: string, file: string, env: Env.Lookup): Effect.Effect<LoadedIr, ConfigError> =>
   Effect.flatMap(Load.parse(text, file, env), (loaded) =>
-    Normalize.normalize(loaded.config, env).pipe(Effect.mapError((e) => Load.locateIssues(loaded.source, e)))
+    Normalize.normalize(loaded.config, env).pipe(
+      Effect.map((ir) => ({ ir, source: loaded.source })),
+      Effect.mapError((e) => Load.locateIssues(loaded.source, e))
+    )
   )
 
 const sourceName = (source: ConfigSource) => (source._tag === "File" ? source.path : source._tag === "Stdin" ? "-" : "<inline>")
@@ -54,8 +63,11 @@ export const validate = (source: ConfigSource, env: Env.Lookup = Env.processLook
   Effect.gen(function*() {
     const text = yield* readSource(source)
     const file = sourceName(source)
-    const ir = yield* loadIr(text, file, env)
-    yield* Effect.scoped(Snapshot.build(ir)).pipe(Effect.provide(UpstreamPools.layer))
+    const { ir, source: located } = yield* loadIr(text, file, env)
+    yield* Effect.scoped(Snapshot.build(ir)).pipe(
+      Effect.provide(UpstreamPools.layer),
+      Effect.mapError((e) => Load.locateIssues(located, e))
+    )
     return ir
   })
 
@@ -83,7 +95,8 @@ export class Gateway extends Context.Service<Gateway, {
         metrics.buildInfo(VERSION)
         const file = sourceName(options.source)
         const text = yield* readSource(options.source)
-        const firstIr = yield* loadIr(text, file, env)
+        const first = yield* loadIr(text, file, env)
+        const firstIr = first.ir
 
         let current: { readonly compiled: Snapshot.Compiled; readonly scope: Scope.Closeable } | undefined
         let accessLog = new AccessLog(firstIr.settings.logFormat, firstIr.settings.accessLogRemove, options.accessLogSink)
@@ -97,14 +110,15 @@ export class Gateway extends Context.Service<Gateway, {
         const pools = yield* Effect.service(UpstreamPools)
         const lock = yield* Semaphore.make(1)
 
-        const apply = (ir: Ir.Snapshot) =>
+        const apply = ({ ir, source }: LoadedIr) =>
           lock.withPermits(1)(
             Effect.gen(function*() {
               const scope = yield* Scope.make()
               const built = yield* Snapshot.build(ir).pipe(
                 Scope.provide(scope),
                 Effect.provideService(UpstreamPools, pools),
-                Effect.onError(() => Scope.close(scope, Exit.void))
+                Effect.onError(() => Scope.close(scope, Exit.void)),
+                Effect.mapError((e) => Load.locateIssues(source, e))
               )
               const prepared = yield* listeners.prepare(built).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
               const previous = current
@@ -115,13 +129,12 @@ export class Gateway extends Context.Service<Gateway, {
             })
           )
 
-        yield* apply(firstIr)
+        yield* apply(first)
         metrics.configLoad(true)
 
         const reload = Effect.gen(function*() {
           const next = yield* readSource(options.source)
-          const ir = yield* loadIr(next, file, env)
-          yield* apply(ir)
+          yield* apply(yield* loadIr(next, file, env))
         }).pipe(
           Effect.tap(() => Effect.sync(() => metrics.configLoad(true))),
           Effect.tap(() => Effect.logInfo(`config reloaded from ${file}`)),

@@ -19,6 +19,10 @@ import * as RequestHandler from "./RequestHandler.ts"
 
 /** Header-read deadline against slowloris (Node: 60 s; agentgateway: the 10 min idle timeout). */
 export const HEADERS_TIMEOUT_MS = 10_000
+/** How often Node enforces the header-read deadline. */
+export const CONNECTION_CHECK_MS = 1_000
+/** How often idle keep-alive connections are closed while draining. */
+export const DRAIN_SWEEP_MS = 50
 /** Largest request head accepted (Node's default, stated so it cannot drift). */
 export const MAX_HEADER_BYTES = 16 * 1024
 
@@ -38,6 +42,9 @@ const serverOptions = (settings: Ir.Settings): http.ServerOptions => ({
   // per-route `timeout` policies bound requests instead.
   requestTimeout: 0,
   keepAliveTimeout: settings.http1IdleTimeoutMs,
+  // Node checks the two timeouts above only this often (default 30 s, which would let a
+  // slowloris client hold a socket for up to 40 s).
+  connectionsCheckingInterval: CONNECTION_CHECK_MS,
   requireHostHeader: true,
   joinDuplicateHeaders: false,
   insecureHTTPParser: false,
@@ -49,8 +56,13 @@ const closeServer = (server: http.Server, deadlineMs: number): Promise<void> =>
     if (!server.listening) return resolve()
     const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
     timer.unref()
+    // Keep-alive connections become idle as their last response ends: close them as they do,
+    // so draining ends when the work does, not at the deadline.
+    const sweep = setInterval(() => server.closeIdleConnections(), DRAIN_SWEEP_MS)
+    sweep.unref()
     server.close(() => {
       clearTimeout(timer)
+      clearInterval(sweep)
       resolve()
     })
     server.closeIdleConnections()

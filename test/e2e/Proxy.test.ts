@@ -262,3 +262,23 @@ describe("bad input the HTTP parser lets through", () => {
     expect((await fetch(gw.url(port, "/direct"))).status).toBe(201)
   })
 })
+
+describe("slow clients", () => {
+  it("a client that never finishes its headers is cut off after the header-read deadline", async () => {
+    const { HEADERS_TIMEOUT_MS, CONNECTION_CHECK_MS } = await import("../../src/listeners/Listeners.ts")
+    const net = await import("node:net")
+    const started = performance.now()
+    const closedAfter = await new Promise<number>((resolve) => {
+      const socket = net.connect(port, "127.0.0.1", () => socket.write("GET /api HTTP/1.1\r\nHost: a\r\nX-Slow: "))
+      const drip = setInterval(() => socket.write("a"), 500)
+      socket.on("data", () => undefined)
+      socket.on("close", () => {
+        clearInterval(drip)
+        resolve(performance.now() - started)
+      })
+      socket.on("error", () => undefined)
+    })
+    expect(closedAfter).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 100)
+    expect(closedAfter).toBeLessThan(HEADERS_TIMEOUT_MS + CONNECTION_CHECK_MS + 1500)
+  }, 20_000)
+})
