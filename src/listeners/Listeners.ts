@@ -118,6 +118,10 @@ export class ListenerSet {
     server.maxHeadersCount = settings.http1MaxHeaders + 1
     server.timeout = 0
     server.on("request", handler)
+    // CONNECT is not proxied (agentgateway's default `frontendPolicies.connect: deny`).
+    server.on("connect", (_req: http.IncomingMessage, socket: net.Socket) => {
+      socket.end("HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+    })
     server.on("clientError", (error: NodeJS.ErrnoException, socket: net.Socket) => {
       if (!socket.writable || error.code === "ECONNRESET") return socket.destroy()
       const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request"

@@ -58,11 +58,42 @@ const hostOf = (authority: string): string => {
   return (colon === -1 ? authority : authority.slice(0, colon)).toLowerCase()
 }
 
-const reject = (res: ServerResponse, status: number, body: string, close: boolean) => {
+/**
+ * Answers a request refused before it became a `ProxyRequest` (it never reaches a listener),
+ * and still logs and counts it: a probe that only ever gets 400s must be visible.
+ */
+const reject = (
+  env: HandlerEnv,
+  port: number,
+  req: IncomingMessage,
+  res: ServerResponse,
+  startTime: number,
+  status: number,
+  detail: string,
+  close: boolean
+) => {
+  const body = status === 431 ? "request header fields too large" : "invalid request"
   res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body), ...(close ? { connection: "close" } : {}) })
   res.end(body)
   if (close) res.once("finish", () => res.socket?.destroySoon())
+  const seconds = (performance.now() - startTime) / 1000
+  const method = req.method ?? ""
+  env.metrics.record(
+    { backend: "", protocol: "http", method, status: String(status), reason: "InvalidRequest", bind: `bind/${port}`, gateway: "", listener: "", route: "", route_rule: "" },
+    seconds
+  )
+  env.accessLog().log([
+    ["src.addr", sourceAddr(req.socket.remoteAddress ?? "", req.socket.remotePort ?? 0)],
+    ["http.method", method],
+    ["http.version", `HTTP/${req.httpVersion}`],
+    ["http.status", status],
+    ["protocol", "http"],
+    ["error", detail],
+    ["duration", `${Math.round(seconds * 1000)}ms`]
+  ])
 }
+
+const sourceAddr = (address: string, port: number) => (address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`)
 
 const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest | undefined, response: ProxyResponse) => {
   const queued = ctx?.queuedResponseHeaders
@@ -90,14 +121,16 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     const startTime = performance.now()
     if (req.httpVersion === "1.0" && req.headers["transfer-encoding"] !== undefined) {
       // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means the framing cannot be trusted.
-      return reject(res, 400, "invalid request", true)
+      return reject(env, port, req, res, startTime, 400, "transfer-encoding on HTTP/1.0", true)
     }
     const headers = readHeaders(req.rawHeaders, env.maxHeaders())
-    if (typeof headers === "number") return reject(res, headers, headers === 431 ? "request header fields too large" : "invalid request", true)
+    if (typeof headers === "number") {
+      return reject(env, port, req, res, startTime, headers, headers === 431 ? "too many headers" : "duplicate host or underscore in header name", true)
+    }
     const target = normalizeTarget(req.url ?? "/")
-    if ("error" in target) return reject(res, 400, "invalid request", false)
+    if ("error" in target) return reject(env, port, req, res, startTime, 400, target.error, false)
     const authority = target.authority ?? Headers.get(headers, "host") ?? ""
-    if (authority === "") return reject(res, 400, "invalid request", false)
+    if (authority === "") return reject(env, port, req, res, startTime, 400, "no host", false)
     if (target.authority !== undefined) headers["host"] = target.authority
     Headers.stripHopByHop(headers)
     const socket = req.socket
@@ -196,7 +229,7 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ["route_rule", route?.ruleName],
     ["route", route === undefined ? undefined : `${route.namespace}/${route.name}`],
     ["endpoint", ctx.endpoint],
-    ["src.addr", ctx.sourceAddress.includes(":") ? `[${ctx.sourceAddress}]:${ctx.sourcePort}` : `${ctx.sourceAddress}:${ctx.sourcePort}`],
+    ["src.addr", sourceAddr(ctx.sourceAddress, ctx.sourcePort)],
     ["http.method", ctx.method],
     ["http.host", ctx.host],
     ["http.path", ctx.path],

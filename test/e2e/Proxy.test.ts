@@ -282,3 +282,21 @@ describe("slow clients", () => {
     expect(closedAfter).toBeLessThan(HEADERS_TIMEOUT_MS + CONNECTION_CHECK_MS + 1500)
   }, 20_000)
 })
+
+describe("refused requests", () => {
+  it("are logged and counted, with the reason in the log only", async () => {
+    const before = gw.logs.length
+    const res = await rawRequest(port, `GET /api/a%2fb HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)
+    expect(res.body).toBe("invalid request")
+    await new Promise((r) => setTimeout(r, 50))
+    const line = gw.logs.slice(before).find((l) => l.includes("http.status=400"))
+    expect(line).toContain('error="encoded slash or backslash in path"')
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.ports.stats}/metrics`)).text()
+    expect(metrics).toMatch(/agentgateway_requests_total\{[^}]*status="400",reason="InvalidRequest"[^}]*\} \d+/)
+  })
+
+  it("CONNECT → 405", async () => {
+    const res = await rawRequest(port, `CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n`)
+    expect(res.status).toBe(405)
+  })
+})
