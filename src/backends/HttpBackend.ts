@@ -97,14 +97,6 @@ class UpstreamCall implements Dispatcher.DispatchHandler, StreamBody {
   }
 }
 
-/** Whether the downstream request carries a body to forward. */
-const hasBody = (request: ProxyRequest): boolean => {
-  const raw = request.raw
-  const length = raw.headers["content-length"]
-  if (length !== undefined) return length !== "0"
-  return raw.headers["transfer-encoding"] !== undefined
-}
-
 /** Calls the upstream; the Effect succeeds with the response head, the body streams later. */
 export const call = (dispatcher: Dispatcher, request: ProxyRequest): Effect.Effect<ProxyResponse, ProxyError.ProxyError> =>
   Effect.callback<ProxyResponse, ProxyError.ProxyError>(function(resume) {
@@ -116,7 +108,7 @@ export const call = (dispatcher: Dispatcher, request: ProxyRequest): Effect.Effe
           path: request.path + request.query,
           method: request.method as Dispatcher.HttpMethod,
           headers: request.headers as Record<string, string | Array<string>>,
-          body: hasBody(request) ? request.raw : null
+          body: request.hasBody ? request.raw : null
         },
         upstream
       )

@@ -58,6 +58,25 @@ const hostOf = (authority: string): string => {
   return (colon === -1 ? authority : authority.slice(0, colon)).toLowerCase()
 }
 
+/** Access-log fields of a request (agentgateway's default set, in its order, for what exists so far). */
+const REQUEST_FIELDS = [
+  "gateway",
+  "listener",
+  "route_rule",
+  "route",
+  "endpoint",
+  "src.addr",
+  "http.method",
+  "http.host",
+  "http.path",
+  "http.version",
+  "http.status",
+  "protocol",
+  "error",
+  "duration"
+] as const
+const REJECTED_FIELDS = ["src.addr", "http.method", "http.version", "http.status", "protocol", "error", "duration"] as const
+
 /**
  * Answers a request refused before it became a `ProxyRequest` (it never reaches a listener),
  * and still logs and counts it: a probe that only ever gets 400s must be visible.
@@ -82,14 +101,14 @@ const reject = (
     { backend: "", protocol: "http", method, status: String(status), reason: "InvalidRequest", bind: `bind/${port}`, gateway: "", listener: "", route: "", route_rule: "" },
     seconds
   )
-  env.accessLog().log([
-    ["src.addr", sourceAddr(req.socket.remoteAddress ?? "", req.socket.remotePort ?? 0)],
-    ["http.method", method],
-    ["http.version", `HTTP/${req.httpVersion}`],
-    ["http.status", status],
-    ["protocol", "http"],
-    ["error", detail],
-    ["duration", `${Math.round(seconds * 1000)}ms`]
+  env.accessLog().log(REJECTED_FIELDS, [
+    sourceAddr(req.socket.remoteAddress ?? "", req.socket.remotePort ?? 0),
+    method,
+    `HTTP/${req.httpVersion}`,
+    status,
+    "http",
+    detail,
+    `${Math.round(seconds * 1000)}ms`
   ])
 }
 
@@ -132,6 +151,8 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     const authority = target.authority ?? Headers.get(headers, "host") ?? ""
     if (authority === "") return reject(env, port, req, res, startTime, 400, "no host", false)
     if (target.authority !== undefined) headers["host"] = target.authority
+    const length = headers["content-length"]
+    const hasBody = length !== undefined ? length !== "0" : headers["transfer-encoding"] !== undefined
     Headers.stripHopByHop(headers)
     const socket = req.socket
     const ctx = new ProxyRequest(
@@ -148,6 +169,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
       socket.remotePort ?? 0,
       startTime
     )
+    ctx.hasBody = hasBody
     const bind = env.bind(port)
     ctx.bind = `bind/${port}`
     let listener: CompiledListener | undefined
@@ -223,21 +245,21 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     },
     seconds
   )
-  env.accessLog().log([
-    ["gateway", ctx.gateway],
-    ["listener", ctx.listener],
-    ["route_rule", route?.ruleName],
-    ["route", route === undefined ? undefined : `${route.namespace}/${route.name}`],
-    ["endpoint", ctx.endpoint],
-    ["src.addr", sourceAddr(ctx.sourceAddress, ctx.sourcePort)],
-    ["http.method", ctx.method],
-    ["http.host", ctx.host],
-    ["http.path", ctx.path],
-    ["http.version", ctx.version],
-    ["http.status", status],
-    ["protocol", "http"],
-    ["error", error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error)],
-    ["duration", `${Math.round(seconds * 1000)}ms`]
+  env.accessLog().log(REQUEST_FIELDS, [
+    ctx.gateway,
+    ctx.listener,
+    route?.ruleName,
+    route === undefined ? undefined : `${route.namespace}/${route.name}`,
+    ctx.endpoint,
+    sourceAddr(ctx.sourceAddress, ctx.sourcePort),
+    ctx.method,
+    ctx.host,
+    ctx.path,
+    ctx.version,
+    status,
+    "http",
+    error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error),
+    `${Math.round(seconds * 1000)}ms`
   ])
 }
 

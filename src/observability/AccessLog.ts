@@ -6,14 +6,18 @@
  * @since 0.1.0
  */
 
-export type Field = readonly [name: string, value: string | number | undefined]
+export type Value = string | number | undefined
 
 export interface Sink {
   write(line: string): void
 }
 
+const NEEDS_QUOTES = /[\s"=]/
+
 export class AccessLog {
   private buffer = ""
+  private lastMs = 0
+  private lastTime = ""
   private scheduled = false
   private readonly format: "text" | "json"
   private readonly removed: ReadonlySet<string>
@@ -31,21 +35,30 @@ export class AccessLog {
     this.sink = sink
   }
 
-  log(fields: ReadonlyArray<Field>): void {
-    const time = new Date().toISOString()
+  /** Logs one event: `values[i]` is the value of `names[i]`; empty values are left out. */
+  log(names: ReadonlyArray<string>, values: ReadonlyArray<Value>): void {
+    const now = Date.now()
+    if (now !== this.lastMs) {
+      this.lastMs = now
+      this.lastTime = new Date(now).toISOString()
+    }
+    const time = this.lastTime
+    const removed = this.removed.size > 0 ? this.removed : undefined
     let line: string
     if (this.format === "json") {
       const record: Record<string, string | number> = { time, level: "info", scope: "request" }
-      for (const [name, value] of fields) {
-        if (value !== undefined && value !== "" && !this.removed.has(name)) record[name] = value
+      for (let i = 0; i < names.length; i++) {
+        const value = values[i]
+        if (value !== undefined && value !== "" && removed?.has(names[i]!) !== true) record[names[i]!] = value
       }
       line = JSON.stringify(record)
     } else {
-      line = `${time}\tinfo\trequest`
-      for (const [name, value] of fields) {
-        if (value === undefined || value === "" || this.removed.has(name)) continue
-        const text = String(value)
-        line += /[\s"=]/.test(text) ? ` ${name}=${JSON.stringify(text)}` : ` ${name}=${text}`
+      line = time + "\tinfo\trequest"
+      for (let i = 0; i < names.length; i++) {
+        const value = values[i]
+        if (value === undefined || value === "" || removed?.has(names[i]!) === true) continue
+        const text = typeof value === "number" ? String(value) : value
+        line += NEEDS_QUOTES.test(text) ? ` ${names[i]}=${JSON.stringify(text)}` : ` ${names[i]}=${text}`
       }
     }
     this.buffer += line + "\n"

@@ -30,6 +30,8 @@ export class ProxyRequest {
   endpoint = ""
   /** Response headers queued by policies for every response, including errors (CORS, rate limits). */
   queuedResponseHeaders: Array<readonly [string, string]> | undefined = undefined
+  /** Whether the downstream request carries a body to forward (decided from the raw headers). */
+  hasBody = false
   /** Set by a policy that chose the authority (urlRewrite): disables the auto host rewrite. */
   authorityRewritten = false
   /** Set when a policy, not an upstream, produced the response. */
