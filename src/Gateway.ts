@@ -10,7 +10,12 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Exit, Layer, Scope, Semaphore } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
 import { UpstreamPools } from "./backends/Pools.ts"
 import * as Ops from "./admin/Ops.ts"
 import { ConfigError } from "./config/ConfigError.ts"
@@ -148,7 +153,10 @@ export class Gateway extends Context.Service<Gateway, {
         const settings = firstIr.settings
         const ready = () => current !== undefined && !draining
         let draining = false
-        const admin = yield* Ops.serve("adminAddr", settings.adminAddr, { "/config_dump": Ops.configDump(() => current?.compiled.ir) })
+        const admin = yield* Ops.serve("adminAddr", settings.adminAddr, {
+          "/config_dump": Ops.configDump(() => current?.compiled.ir),
+          "/memory": Ops.memory
+        })
         const stats = yield* Ops.serve("statsAddr", settings.statsAddr, {
           "/metrics": Ops.metrics(context),
           "/stats/prometheus": Ops.metrics(context)

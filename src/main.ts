@@ -11,8 +11,11 @@
  *
  * @since 0.1.0
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Exit, Layer } from "effect"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
 import { parseArgs } from "node:util"
 import { formatIssue } from "./config/ConfigError.ts"
 import { type ConfigSource, Gateway, validate } from "./Gateway.ts"

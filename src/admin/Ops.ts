@@ -5,11 +5,13 @@
  *
  * @since 0.1.0
  */
-import { type Context, Effect } from "effect"
+import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import * as http from "node:http"
-import { PrometheusMetrics } from "effect/observability"
+import * as v8 from "node:v8"
 import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
+import * as Prometheus from "../observability/Prometheus.ts"
 import * as Address from "./Address.ts"
 
 type Route = (req: http.IncomingMessage, res: http.ServerResponse) => void
@@ -71,8 +73,14 @@ export const configDump = (snapshot: () => Ir.Snapshot | undefined): Route => (_
   text(res, 200, JSON.stringify(redact(current ?? {}), null, 2) + "\n", "application/json")
 }
 
+/** `GET /memory`: process and V8 heap figures, for operators chasing memory. */
+export const memory: Route = (_req, res) => {
+  const heap = v8.getHeapStatistics()
+  text(res, 200, JSON.stringify({ process: process.memoryUsage(), heap, spaces: v8.getHeapSpaceStatistics() }, null, 2) + "\n", "application/json")
+}
+
 export const readiness = (ready: () => boolean): Route => (_req, res) =>
   ready() ? text(res, 200, "ready\n") : text(res, 503, "not ready\n")
 
 export const metrics = (context: Context.Context<never>): Route => (_req, res) =>
-  text(res, 200, PrometheusMetrics.formatUnsafe(context), "text/plain; version=0.0.4; charset=utf-8")
+  text(res, 200, Prometheus.format(context), "text/plain; version=0.0.4; charset=utf-8")

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type { Dispatcher } from "undici"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { type BodySink, ProxyResponse, type StreamBody } from "../pipeline/ProxyResponse.ts"
@@ -41,9 +41,7 @@ class UpstreamCall implements Dispatcher.DispatchHandler, StreamBody {
     const resume = this.resume
     if (resume === undefined) return
     this.resume = undefined
-    const map = Headers.fromNode(headers)
-    Headers.stripHopByHop(map)
-    resume(Effect.succeed(new ProxyResponse(statusCode, map, this)))
+    resume(Effect.succeed(new ProxyResponse(statusCode, Headers.copyEndToEnd(headers), this)))
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -77,10 +75,8 @@ class UpstreamCall implements Dispatcher.DispatchHandler, StreamBody {
   }
 
   pipeTo(sink: BodySink): void {
+    // A downstream that closes early is noticed by the listener, which aborts every open body.
     this.sink = sink
-    sink.once("close", () => {
-      if (!this.ended && this.failed === undefined) this.abort(new Error("downstream closed"))
-    })
     if (this.pending !== undefined) {
       for (const chunk of this.pending) sink.write(chunk)
       this.pending = undefined

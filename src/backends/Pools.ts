@@ -5,8 +5,11 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer } from "effect"
-import { Pool } from "undici"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type { Pool } from "undici"
+import PoolClass from "undici/lib/dispatcher/pool.js"
 import type * as Ir from "../ir/Ir.ts"
 
 export interface PoolSettings {
@@ -34,7 +37,7 @@ export class UpstreamPools extends Context.Service<UpstreamPools, {
           const key = `${origin}|${settings.connectTimeoutMs}|${settings.poolIdleTimeoutMs}|${settings.poolMaxSize ?? ""}|${settings.keepalive}`
           let pool = pools.get(key)
           if (pool === undefined) {
-            pool = new Pool(origin, {
+            pool = new PoolClass(origin, {
               connect: { timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive },
               keepAliveTimeout: settings.poolIdleTimeoutMs,
               keepAliveMaxTimeout: Math.max(settings.poolIdleTimeoutMs, 1000),

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import { Data } from "effect"
+import * as Data from "effect/Data"
 
 export interface ConfigIssue {
   /** Field path in the config, e.g. `binds[0].listeners[0]`; "" for the document itself. */

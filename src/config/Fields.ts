@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** Marks a field as required and documents it. */
 export const req = <S extends Schema.Top>(schema: S, description: string) => schema.annotate({ description })

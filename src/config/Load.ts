@@ -5,7 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Effect, Exit, Schema, SchemaIssue } from "effect"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
 import { readFile } from "node:fs/promises"
 import * as YAML from "yaml"
 import { type ConfigIssue, ConfigError, parsePath, renderPath } from "./ConfigError.ts"

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import * as Cors from "../policies/Cors.ts"
 import * as DirectResponse from "../policies/DirectResponse.ts"
 import * as HeaderModifier from "../policies/HeaderModifier.ts"

@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass } from "../pipeline/PolicyOrder.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"

@@ -7,7 +7,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import * as http from "node:http"
 import * as https from "node:https"
 import type * as net from "node:net"

@@ -10,7 +10,10 @@
  *
  * @since 0.1.0
  */
-import { Cause, type Context, Effect, Exit } from "effect"
+import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AccessLog } from "../observability/AccessLog.ts"
 import type { RequestMetrics } from "../observability/Metrics.ts"
@@ -34,19 +37,45 @@ export interface HandlerEnv {
 }
 
 /** Reads the raw header list once: lower-cased map, plus the checks Node does not make. */
-const readHeaders = (raw: ReadonlyArray<string>, max: number): Headers.HeaderMap | 400 | 431 => {
+interface ReadHeaders {
+  /** End-to-end headers: hop-by-hop ones (and those `Connection` names) left out. */
+  readonly headers: Headers.HeaderMap
+  readonly hasBody: boolean
+}
+
+/**
+ * One pass over the raw header list: lower-cased end-to-end map for the upstream, whether a body
+ * follows, and the checks Node does not make.
+ */
+const readHeaders = (raw: ReadonlyArray<string>, max: number): ReadHeaders | 400 | 431 => {
   if (raw.length / 2 > max) return 431
   const headers = Headers.empty()
   let hosts = 0
+  let hasBody = false
+  let connection: string | undefined
+  let te: string | undefined
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
     // Underscores: `X_Forwarded_For` and `X-Forwarded-For` must not become two spellings of one header.
     if (name.includes("_")) return 400
+    if (Headers.HOP_BY_HOP.has(name)) {
+      if (name === "transfer-encoding") hasBody = true
+      else if (name === "connection") connection = connection === undefined ? value : `${connection},${value}`
+      else if (name === "te") te = value
+      continue
+    }
     // RFC 9112 §3.2: a request with more than one Host is invalid.
     if (name === "host" && ++hosts > 1) return 400
-    Headers.append(headers, name, raw[i + 1]!)
+    if (name === "content-length" && value !== "0") hasBody = true
+    Headers.append(headers, name, value)
   }
-  return headers
+  if (connection !== undefined || te !== undefined) {
+    if (connection !== undefined) headers["connection"] = connection
+    if (te !== undefined) headers["te"] = te
+    Headers.stripHopByHop(headers)
+  }
+  return { headers, hasBody }
 }
 
 const hostOf = (authority: string): string => {
@@ -142,18 +171,16 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
       // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means the framing cannot be trusted.
       return reject(env, port, req, res, startTime, 400, "transfer-encoding on HTTP/1.0", true)
     }
-    const headers = readHeaders(req.rawHeaders, env.maxHeaders())
-    if (typeof headers === "number") {
-      return reject(env, port, req, res, startTime, headers, headers === 431 ? "too many headers" : "duplicate host or underscore in header name", true)
+    const read = readHeaders(req.rawHeaders, env.maxHeaders())
+    if (typeof read === "number") {
+      return reject(env, port, req, res, startTime, read, read === 431 ? "too many headers" : "duplicate host or underscore in header name", true)
     }
+    const headers = read.headers
     const target = normalizeTarget(req.url ?? "/")
     if ("error" in target) return reject(env, port, req, res, startTime, 400, target.error, false)
     const authority = target.authority ?? Headers.get(headers, "host") ?? ""
     if (authority === "") return reject(env, port, req, res, startTime, 400, "no host", false)
     if (target.authority !== undefined) headers["host"] = target.authority
-    const length = headers["content-length"]
-    const hasBody = length !== undefined ? length !== "0" : headers["transfer-encoding"] !== undefined
-    Headers.stripHopByHop(headers)
     const socket = req.socket
     const ctx = new ProxyRequest(
       req,
@@ -169,7 +196,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
       socket.remotePort ?? 0,
       startTime
     )
-    ctx.hasBody = hasBody
+    ctx.hasBody = read.hasBody
     const bind = env.bind(port)
     ctx.bind = `bind/${port}`
     let listener: CompiledListener | undefined

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import { readFile } from "node:fs/promises"
 import * as tls from "node:tls"
 import { ConfigError } from "../config/ConfigError.ts"

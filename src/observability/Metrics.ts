@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Metric } from "effect"
+import * as Context from "effect/Context"
+import * as Metric from "effect/Metric"
 
 export const requestLabels = [
   "backend",

@@ -8,7 +8,8 @@
  *
  * @since 0.1.0
  */
-import type { Effect, Scope } from "effect"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import type { ConfigError } from "../config/ConfigError.ts"
 import type { FilterOrPolicy } from "../config/LocalConfig.ts"
 import type { ProxyError } from "./ProxyError.ts"

@@ -6,7 +6,8 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
 import type * as Headers from "../shared/headers.ts"
 import type { StreamBody } from "./ProxyResponse.ts"

@@ -6,7 +6,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { opt, DurationString } from "../config/Fields.ts"
 import * as Duration from "../config/Duration.ts"
 import * as Policy from "../pipeline/Policy.ts"

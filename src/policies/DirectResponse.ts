@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import { unsupported } from "../config/Fields.ts"
 import * as Policy from "../pipeline/Policy.ts"
 import { ProxyResponse } from "../pipeline/ProxyResponse.ts"

@@ -6,7 +6,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Policy from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"

@@ -12,17 +12,6 @@ export type HeaderMap = Record<string, HeaderValue>
 
 export const empty = (): HeaderMap => Object.create(null) as HeaderMap
 
-/** Copies a Node/undici header object (values string, string[] or number) into a fresh map. */
-export const fromNode = (source: Record<string, string | ReadonlyArray<string> | number | undefined>): HeaderMap => {
-  const out = empty()
-  for (const name in source) {
-    const value = source[name]
-    if (value === undefined) continue
-    out[name] = typeof value === "number" ? String(value) : typeof value === "string" ? value : [...value]
-  }
-  return out
-}
-
 export const get = (headers: HeaderMap, name: string): string | undefined => {
   const value = headers[name]
   return value === undefined ? undefined : typeof value === "string" ? value : value.join(", ")
@@ -48,7 +37,7 @@ export const remove = (headers: HeaderMap, name: string): void => {
  * Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy, nor do headers a `Connection`
  * header nominates. `te: trailers` is the one TE value allowed through.
  */
-const HOP_BY_HOP = new Set([
+export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "connection",
   "proxy-connection",
   "keep-alive",
@@ -59,20 +48,40 @@ const HOP_BY_HOP = new Set([
   "upgrade"
 ])
 
+/** Tokens of a `Connection` header that name other headers (not the `close`/`keep-alive` options). */
+const nominated = (connection: HeaderValue): Array<string> => {
+  const out: Array<string> = []
+  for (const token of (typeof connection === "string" ? connection : connection.join(",")).split(",")) {
+    const name = token.trim().toLowerCase()
+    if (name !== "" && name !== "close" && name !== "keep-alive") out.push(name)
+  }
+  return out
+}
+
+const keepsTrailers = (te: HeaderValue): boolean => (typeof te === "string" ? te : te.join(",")).toLowerCase().includes("trailers")
+
+/** Removes, in place, what `stripHopByHop` would not have copied. */
 export const stripHopByHop = (headers: HeaderMap): void => {
   const connection = headers["connection"]
-  if (connection !== undefined) {
-    const tokens = typeof connection === "string" ? connection : connection.join(",")
-    for (const token of tokens.split(",")) {
-      const name = token.trim().toLowerCase()
-      if (name !== "") delete headers[name]
-    }
-  }
+  if (connection !== undefined) for (const name of nominated(connection)) delete headers[name]
   const te = headers["te"]
-  for (const name of HOP_BY_HOP) {
-    if (name in headers) delete headers[name]
+  for (const name of HOP_BY_HOP) if (name in headers) delete headers[name]
+  if (te !== undefined && keepsTrailers(te)) headers["te"] = "trailers"
+}
+
+/** Copies a header object (undici's response headers), leaving out hop-by-hop headers. */
+export const copyEndToEnd = (source: Record<string, string | ReadonlyArray<string> | undefined>): HeaderMap => {
+  const out = empty()
+  let connection: HeaderValue | undefined
+  for (const name in source) {
+    const value = source[name]
+    if (value === undefined) continue
+    if (HOP_BY_HOP.has(name)) {
+      if (name === "connection") connection = typeof value === "string" ? value : [...value]
+      continue
+    }
+    out[name] = typeof value === "string" ? value : [...value]
   }
-  if (te !== undefined && (typeof te === "string" ? te : te.join(",")).toLowerCase().includes("trailers")) {
-    headers["te"] = "trailers"
-  }
+  if (connection !== undefined) for (const name of nominated(connection)) delete out[name]
+  return out
 }

@@ -5,7 +5,8 @@
  *
  * @since 0.1.0
  */
-import { Effect, Scope } from "effect"
+import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import * as HttpBackend from "../backends/HttpBackend.ts"
 import { UpstreamPools } from "../backends/Pools.ts"
 import { ConfigError } from "../config/ConfigError.ts"

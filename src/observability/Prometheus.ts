@@ -1,0 +1,59 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of Effect's metric registry. Effect ships the
+ * same formatter in `effect/observability/PrometheusMetrics`, but that module also imports the
+ * HTTP router for its `layerHttp`, which costs ~27 MB of resident memory in a process that
+ * never uses it; the gateway only needs counters, gauges and histograms rendered.
+ *
+ * @since 0.1.0
+ */
+import type * as Context from "effect/Context"
+import * as Metric from "effect/Metric"
+
+const escapeLabel = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"')
+const escapeHelp = (value: string) => value.replace(/\\/g, "\\\\").replace(/\n/g, "\\n")
+
+const labels = (attributes: Metric.Metric.AttributeSet | undefined, extra?: readonly [string, string]): string => {
+  const parts: Array<string> = []
+  if (attributes !== undefined) for (const [k, v] of Object.entries(attributes)) parts.push(`${k}="${escapeLabel(String(v))}"`)
+  if (extra !== undefined) parts.push(`${extra[0]}="${extra[1]}"`)
+  return parts.length === 0 ? "" : `{${parts.join(",")}}`
+}
+
+const number = (value: number | bigint): string =>
+  typeof value === "bigint" ? value.toString() : Number.isNaN(value) ? "NaN" : value === Infinity ? "+Inf" : value === -Infinity ? "-Inf" : String(value)
+
+export const format = (context: Context.Context<never>): string => {
+  const families = new Map<string, Array<Metric.Metric.Snapshot>>()
+  for (const snapshot of Metric.snapshotUnsafe(context)) {
+    const list = families.get(snapshot.id)
+    if (list === undefined) families.set(snapshot.id, [snapshot])
+    else list.push(snapshot)
+  }
+  const lines: Array<string> = []
+  for (const [name, series] of families) {
+    const first = series[0]!
+    if (first.description !== undefined) lines.push(`# HELP ${name} ${escapeHelp(first.description)}`)
+    lines.push(`# TYPE ${name} ${first.type === "Counter" ? "counter" : first.type === "Histogram" ? "histogram" : "gauge"}`)
+    for (const s of series) {
+      switch (s.type) {
+        case "Counter":
+          lines.push(`${name}${labels(s.attributes)} ${number(s.state.count)}`)
+          break
+        case "Gauge":
+          lines.push(`${name}${labels(s.attributes)} ${number(s.state.value)}`)
+          break
+        case "Histogram":
+          for (const [boundary, cumulative] of s.state.buckets) {
+            if (boundary !== Infinity) lines.push(`${name}_bucket${labels(s.attributes, ["le", String(boundary)])} ${cumulative}`)
+          }
+          lines.push(`${name}_bucket${labels(s.attributes, ["le", "+Inf"])} ${s.state.count}`)
+          lines.push(`${name}_sum${labels(s.attributes)} ${number(s.state.sum)}`)
+          lines.push(`${name}_count${labels(s.attributes)} ${s.state.count}`)
+          break
+        default:
+          break
+      }
+    }
+  }
+  return lines.length === 0 ? "" : lines.join("\n") + "\n"
+}
