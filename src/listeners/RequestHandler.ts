@@ -11,7 +11,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { IncomingMessage, ServerResponse } from "node:http"
@@ -163,7 +163,9 @@ const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequ
 
 export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
   const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
-    Effect.runCallbackWith(env.context)(Effect.provideService(handler, RequestContext, ctx), { onExit })
+    // The request's context is the process context plus this request: one map copy, and no
+    // wrapper effect around the handler.
+    Effect.runCallbackWith(Context.add(env.context, RequestContext, ctx))(handler, { onExit })
 
   return (req: IncomingMessage, res: ServerResponse): void => {
     const startTime = performance.now()
