@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { rawRequest } from "../support/RawHttp.ts"
 import { startUpstream, type Upstream } from "../support/Upstream.ts"
 
 let upstream: Upstream
@@ -78,5 +79,37 @@ describe("pipeline", () => {
     const res = await fetch(gw.url(port, "/no-such-route"), { headers: { origin: "https://portal.example" } })
     expect(res.status).toBe(404)
     expect(res.headers.get("access-control-allow-origin")).toBe("https://portal.example")
+  })
+})
+
+describe("listener selection", () => {
+  it("a port whose listeners all have host names answers 404 `listener not found` for other hosts", async () => {
+    const p = await freePort()
+    const named = await startGateway(
+      `
+binds:
+- port: $P
+  listeners:
+  - name: only-a
+    hostname: a.example.com
+    routes:
+    - policies: {directResponse: {status: 200, body: a}}
+  - name: wild
+    hostname: "*.b.example.com"
+    routes:
+    - policies: {directResponse: {status: 200, body: b}}
+`,
+      { vars: { P: p } }
+    )
+    try {
+      const get = (host: string) => rawRequest(p, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+      expect((await get("a.example.com")).body).toBe("a")
+      expect((await get("x.y.b.example.com:8080")).body).toBe("b")
+      const miss = await get("c.example.com")
+      expect(miss.status).toBe(404)
+      expect(miss.body).toBe("listener not found")
+    } finally {
+      await named.stop()
+    }
   })
 })
