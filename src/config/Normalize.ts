@@ -8,7 +8,7 @@
  */
 import * as Effect from "effect/Effect"
 import type * as Ir from "../ir/Ir.ts"
-import { backendClass } from "../pipeline/PolicyOrder.ts"
+import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"
 import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
 import * as Duration from "./Duration.ts"
@@ -118,8 +118,7 @@ const collectTargeted = (config: C.LocalConfig, issues: Issues): Targeted => {
         ...(defined(g.port) ? { port: g.port } : {})
       }
       if (p.phase === "gateway") {
-        const allowed = new Set(["cors", "oidc", "jwtAuth", "basicAuth", "apiKey", "extAuthz", "authorization", "extProc", "transformations"])
-        if (!allowed.has(keys[0]!)) {
+        if (!gatewayPhase.includes(keys[0] as PolicyKey)) {
           issues.add(`${path}.policy.${keys[0]}`, "this policy cannot run in the gateway phase")
           return
         }

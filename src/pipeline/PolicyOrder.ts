@@ -7,17 +7,18 @@
  */
 import type { PolicyKey } from "./Policy.ts"
 
+/**
+ * Identity first, then the decision that reads it: authentication policies precede
+ * authorization in both the gateway and the route phase.
+ */
+const authentication: ReadonlyArray<PolicyKey> = ["oidc", "jwtAuth", "basicAuth", "apiKey", "extAuthz", "authorization"]
+
 /** Before route selection, on the listener's / gateway's own policies. */
 export const gatewayPhase: ReadonlyArray<PolicyKey> = [
   // CORS first: a preflight must be answered before authentication can reject it, and
   // CORS headers are queued so they also reach responses rejected further in.
   "cors",
-  "oidc",
-  "jwtAuth",
-  "basicAuth",
-  "apiKey",
-  "extAuthz",
-  "authorization",
+  ...authentication,
   "extProc",
   "transformations"
 ]
@@ -27,13 +28,7 @@ export const routePhase: ReadonlyArray<PolicyKey> = [
   // The request timeout covers every policy after it and the upstream call.
   "timeout",
   "cors",
-  // Authentication precedes authorization, which reads the identity it established.
-  "oidc",
-  "jwtAuth",
-  "basicAuth",
-  "apiKey",
-  "extAuthz",
-  "authorization",
+  ...authentication,
   // Rate limits count only requests that passed authentication and authorization.
   "localRateLimit",
   "remoteRateLimit",
