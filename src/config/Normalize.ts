@@ -256,7 +256,7 @@ const gatewayPolicies = (ctx: Context, own: Partial<C.GatewayPolicy>, gateway: s
 
 const gatewayPolicyFields = (source: C.GatewayPolicy | C.Gateway | C.GatewayListener): Partial<C.GatewayPolicy> => {
   const out: Partial<C.GatewayPolicy> = {}
-  for (const key of ["cors", "oidc", "jwtAuth", "authorization", "extAuthz", "extProc", "transformations", "basicAuth", "apiKey"] as const) {
+  for (const key of gatewayPhase) {
     const value = (source as Record<string, unknown>)[key]
     if (defined(value)) (out as Record<string, unknown>)[key] = value
   }
