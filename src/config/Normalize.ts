@@ -9,6 +9,7 @@
 import * as Effect from "effect/Effect"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
+import { firstFoundWins, mostSpecificReplaces } from "../state/PolicyMerge.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"
 import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
 import * as Duration from "./Duration.ts"
@@ -45,11 +46,6 @@ const present = <T extends object>(block: T | null | undefined): Partial<T> => {
   return out
 }
 
-/** Most specific replaces: later blocks override earlier ones per policy key. */
-const mergeReplace = <T extends object>(...blocks: ReadonlyArray<Partial<T>>): T => Object.assign({}, ...blocks) as T
-
-/** First found wins: earlier blocks take precedence per policy key. */
-const mergeFirst = <T extends object>(...blocks: ReadonlyArray<Partial<T>>): T => mergeReplace<T>(...[...blocks].reverse())
 
 /** Parses `host:port`, `[v6]:port` or `v4:port`. */
 export const parseHostTarget = (input: string): Ir.HostTarget | string => {
@@ -131,7 +127,7 @@ const collectTargeted = (config: C.LocalConfig, issues: Issues): Targeted => {
       out.byRoute.push({ name: r.name, namespace: r.namespace, ...(defined(r.ruleName) ? { ruleName: r.ruleName } : {}), policy })
     } else if (defined(target.backend) && defined(target.backend.backend)) {
       const name = target.backend.backend.name
-      out.byBackend.set(name, mergeFirst(out.byBackend.get(name) ?? {}, policy as Partial<C.BackendPolicies>))
+      out.byBackend.set(name, firstFoundWins(out.byBackend.get(name) ?? {}, policy as Partial<C.BackendPolicies>))
     } else {
       issues.add(`${path}.target`, "unsupported policy target")
     }
@@ -176,7 +172,7 @@ const backendRef = (
       ctx.issues.add(`${path}.host`, target)
       return undefined
     }
-    return { name: `/${routeKey}/backend${index}`, weight, target, policies: mergeFirst(own, routeBackendPolicies), path }
+    return { name: `/${routeKey}/backend${index}`, weight, target, policies: firstFoundWins(own, routeBackendPolicies), path }
   }
   if (defined(backend.backend)) {
     const named = ctx.named.get(backend.backend)
@@ -191,7 +187,7 @@ const backendRef = (
       name: `/${backend.backend}`,
       weight,
       target,
-      policies: mergeFirst(own, routeBackendPolicies, present(named.backend.policies), ctx.targeted.byBackend.get(backend.backend) ?? {}),
+      policies: firstFoundWins(own, routeBackendPolicies, present(named.backend.policies), ctx.targeted.byBackend.get(backend.backend) ?? {}),
       path
     }
   }
@@ -214,7 +210,7 @@ const route = (
     .filter((t) => t.name === name && t.namespace === namespace && (t.ruleName === undefined || t.ruleName === r.ruleName))
     .map((t) => splitPolicies(t.policy as C.FilterOrPolicy))
   const backends: Array<Ir.BackendRef> = []
-  const routeBackendPolicies = mergeFirst<C.BackendPolicies>(split.backend, ...targeted.map((t) => t.backend))
+  const routeBackendPolicies = firstFoundWins<C.BackendPolicies>(split.backend, ...targeted.map((t) => t.backend))
   ;(r.backends ?? []).forEach((b, i) => {
     const ref = backendRef(ctx, b, key, i, `${path}.backends[${i}]`, routeBackendPolicies)
     if (ref !== undefined) backends.push(ref)
@@ -231,7 +227,7 @@ const route = (
     ruleName: r.ruleName ?? undefined,
     hostnames: (r.hostnames ?? []).map((h) => h.toLowerCase()),
     matches: r.matches ?? [{ path: { pathPrefix: "/" } }],
-    policies: mergeReplace<C.FilterOrPolicy>(inherited, ...targeted.map((t) => t.route), split.route),
+    policies: mostSpecificReplaces<C.FilterOrPolicy>(inherited, ...targeted.map((t) => t.route), split.route),
     backends,
     path
   }
@@ -239,7 +235,7 @@ const route = (
 
 /** Route-phase policies targeted at a gateway/listener (phase: route). */
 const inheritedRoutePolicies = (ctx: Context, gateway: string, listener: string, port: number) =>
-  mergeReplace<C.FilterOrPolicy>(
+  mostSpecificReplaces<C.FilterOrPolicy>(
     ...ctx.targeted.routePhaseByGateway
       .filter((t) => t.gateway === gateway && (t.listener === undefined || t.listener === listener) && (t.port === undefined || t.port === port))
       .map((t) => t.policy)
@@ -247,7 +243,7 @@ const inheritedRoutePolicies = (ctx: Context, gateway: string, listener: string,
 
 /** Gateway-phase policies: the listener's own first, then targeted ones (first wins). */
 const gatewayPolicies = (ctx: Context, own: Partial<C.GatewayPolicy>, gateway: string, listener: string, port: number) =>
-  mergeFirst<C.GatewayPolicy>(
+  firstFoundWins<C.GatewayPolicy>(
     own,
     ...ctx.targeted.gatewayPhaseByGateway
       .filter((t) => t.gateway === gateway && (t.listener === undefined || t.listener === listener) && (t.port === undefined || t.port === port))
