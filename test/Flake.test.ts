@@ -10,7 +10,9 @@ describe("flake.nix", () => {
   it("parses (nix-instantiate --parse)", () => {
     const res = spawnSync("nix-instantiate", ["--parse", path.resolve(import.meta.dirname, "../flake.nix")], { encoding: "utf8" })
     expect(res.error, "nix-instantiate is missing: apt-get install nix-bin (.ci/run does)").toBeUndefined()
-    expect(res.stderr).toBe("")
+    // Debian's nix warns about its build-users group on stderr; only the exit status and the
+    // absence of a parse error matter.
+    expect(res.stderr).not.toMatch(/error/i)
     expect(res.status).toBe(0)
   })
 })
