@@ -8,12 +8,15 @@
  */
 import * as Schema from "effect/Schema"
 
-/** Marks a field as required and documents it. */
-export const req = <S extends Schema.Top>(schema: S, description: string) => schema.annotate({ description })
+/**
+ * Marks a field as required and documents it. Descriptions are key annotations, so they
+ * survive on schemas that carry checks (a plain `annotate` would describe the check).
+ */
+export const req = <S extends Schema.Top>(schema: S, description: string) => schema.annotateKey({ description })
 
 /** An optional field; YAML `null` counts as absent, as in upstream's serde model. */
 export const opt = <S extends Schema.Top>(schema: S, description: string) =>
-  Schema.optionalKey(Schema.NullOr(schema).annotate({ description }))
+  Schema.optionalKey(Schema.NullOr(schema)).annotateKey({ description })
 
 /** The message every not-yet-implemented field fails with. */
 export const unsupportedMessage = (what: string) => `${what} is not supported yet by effect-agentgateway`
@@ -24,9 +27,10 @@ export const unsupportedMessage = (what: string) => `${what} is not supported ye
  */
 export const unsupported = (what: string) =>
   Schema.optionalKey(
-    Schema.Unknown.check(
-      Schema.makeFilter((value) => value === null || unsupportedMessage(what), { expected: "absent" })
-    ).annotate({ description: `${what} (accepted by agentgateway; not supported yet here)` })
+    Schema.Null.annotate({
+      description: `${what}: accepted by agentgateway, not supported yet here`,
+      message: unsupportedMessage(what)
+    })
   )
 
 /**

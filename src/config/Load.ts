@@ -45,7 +45,8 @@ export const locate = (source: Source, segments: ReadonlyArray<PropertyKey>, atK
       const pair = node.items.find((p) => YAML.isScalar(p.key) && String(p.key.value) === String(segment))
       if (pair === undefined) return last
       const isLast = i === segments.length - 1
-      const target = isLast && atKey ? pair.key : pair.value ?? pair.key
+      // A block value starts on the next line: the key is where a reader looks for the field.
+      const target = isLast && (atKey || YAML.isCollection(pair.value) || pair.value === null) ? pair.key : pair.value ?? pair.key
       if (YAML.isNode(target) && target.range) last = position(source, target.range[0])
       node = pair.value
     } else if (YAML.isSeq(node) && typeof segment === "number") {
@@ -86,7 +87,9 @@ const schemaIssues = (source: Source, issue: SchemaIssue.Issue): Array<ConfigIss
     }
     const at = locate(source, segments, message.startsWith("unknown field"))
     return { file: source.file, path: renderPath(fieldPath), message, line: at?.line, column: at?.column }
-  })
+  }).sort(byPosition)
+
+const byPosition = (a: ConfigIssue, b: ConfigIssue) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0)
 
 /** Expands `$VAR` in string scalars; plain scalars are re-typed after expansion (`port: $PORT`). */
 const expandEnv = (source: Source, lookup: Env.Lookup): Array<ConfigIssue> => {
@@ -153,7 +156,7 @@ export const locateIssues = (source: Source, error: ConfigError): ConfigError =>
       if (issue.line !== undefined) return issue
       const at = locate(source, parsePath(issue.path))
       return { ...issue, file: source.file, line: at?.line, column: at?.column }
-    })
+    }).sort(byPosition)
   })
 
 export const readText = (file: string): Effect.Effect<string, ConfigError> =>
