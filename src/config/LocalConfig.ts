@@ -241,7 +241,7 @@ export const TlsServer = Schema.Struct({
   cert: opt(Str, "Path to the PEM certificate chain."),
   key: opt(Str, "Path to the PEM private key."),
   root: opt(Str, "Path to a PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."),
-  mode: opt(Schema.Literals(["static"]), "Certificate source. Only `static` is supported."),
+  mode: opt(Schema.Literals(["static", "dynamicCa"]), "Certificate source. Only `static` (the default) is supported yet."),
   cipherSuites: opt(Schema.Array(Str), "Allowed cipher suites (OpenSSL names), in order of preference."),
   minTLSVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Minimum TLS version."),
   minTlsVersion: opt(Schema.Literals(["TLS_V1_2", "TLS_V1_3"]), "Minimum TLS version (alias)."),
@@ -269,8 +269,11 @@ export type Listener = typeof Listener.Type
 export const Bind = Schema.Struct({
   port: opt(Port, "Port to listen on."),
   listeners: req(Schema.Array(Listener), "Listeners sharing this port, selected by Host."),
-  tunnelProtocol: opt(Schema.Literals(["direct"]), "Only `direct` is supported."),
-  mode: opt(Schema.Literals(["standard"]), "Only `standard` binds are supported.")
+  tunnelProtocol: opt(
+    Schema.Literals(["direct", "hboneWaypoint", "hboneGateway", "proxy", "connect"]),
+    "How connections arrive. Only `direct` (the default) is supported yet."
+  ),
+  mode: opt(Schema.Literals(["standard", "internal"]), "Bind mode. Only `standard` (the default) is supported yet.")
 })
 export type Bind = typeof Bind.Type
 

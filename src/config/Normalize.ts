@@ -62,6 +62,10 @@ export const parseHostTarget = (input: string): Ir.HostTarget | string => {
 
 const tlsFiles = (tls: C.TlsServer | null | undefined, path: string, issues: Issues): Ir.TlsFiles | undefined => {
   if (!defined(tls)) return undefined
+  if (tls.mode === "dynamicCa") {
+    issues.add(`${path}.mode`, unsupportedMessage("tls mode dynamicCa"))
+    return undefined
+  }
   if (!defined(tls.cert) || !defined(tls.key)) {
     issues.add(path, "tls needs both cert and key")
     return undefined
@@ -262,8 +266,11 @@ const gatewayPolicyFields = (source: C.GatewayPolicy | C.Gateway | C.GatewayList
 const fromBinds = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> =>
   (config.binds ?? []).flatMap((bind, b) => {
     const path = `binds[${b}]`
-    if (!defined(bind.port)) {
-      ctx.issues.add(path, unsupportedMessage("binds without a port (internal mode)"))
+    if (defined(bind.tunnelProtocol) && bind.tunnelProtocol !== "direct") {
+      ctx.issues.add(`${path}.tunnelProtocol`, unsupportedMessage(`tunnelProtocol ${bind.tunnelProtocol}`))
+    }
+    if (bind.mode === "internal" || !defined(bind.port)) {
+      ctx.issues.add(bind.mode === "internal" ? `${path}.mode` : path, unsupportedMessage("internal binds"))
       return []
     }
     const port = bind.port

@@ -1,0 +1,96 @@
+/**
+ * Every upstream example config either decodes, or is rejected with a precise message naming a
+ * field this gateway does not support yet. The table is the current state: when a feature
+ * lands and an example gets further, this test fails until the table is updated, so the list
+ * only shrinks on purpose.
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { describe, expect, it } from "vitest"
+import type { ConfigIssue } from "../../src/config/ConfigError.ts"
+import { validate } from "../../src/Gateway.ts"
+
+const dir = path.resolve(import.meta.dirname, "../../../shared/reference/agentgateway/examples")
+
+/** Files under examples/ that are not agentgateway configs. */
+const NOT_CONFIGS = new Set(["mcp-telemetry/otel-collector-config.yaml", "traffic-ratelimiting-global/ratelimit-config.yaml"])
+
+type Expected = "valid" | { readonly path: string; readonly unsupported: string }
+
+/** The first issue of each rejected example (issues are sorted by position in the file). */
+const EXPECTED: Record<string, Expected> = {
+  "fault-injection/config.yaml": { path: "binds[0].listeners[0].routes[0].policies.delay", unsupported: "policy delay" },
+  "llm-basic/config.yaml": { path: "llm", unsupported: "llm (the LLM gateway)" },
+  "llm-cost-routing/config.yaml": { path: "llm", unsupported: "llm (the LLM gateway)" },
+  "llm-ollama-postgres/config.yaml": { path: "config.database", unsupported: "config.database" },
+  "llm-prompt-enrichment/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].ai", unsupported: "ai backends (LLM gateway)" },
+  "llm-prompt-guard/azure-content-safety-config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].ai", unsupported: "ai backends (LLM gateway)" },
+  "llm-prompt-guard/bedrock-config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].ai", unsupported: "ai backends (LLM gateway)" },
+  "llm-prompt-guard/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].ai", unsupported: "ai backends (LLM gateway)" },
+  "llm-prompt-guard/model-armor-config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].ai", unsupported: "ai backends (LLM gateway)" },
+  "llm-standalone-epp/config.yaml": { path: "services", unsupported: "services" },
+  "mcp-apps/config-multiplex.yaml": { path: "mcp", unsupported: "the mcp gateway (top-level mcp)" },
+  "mcp-apps/config.yaml": { path: "mcp", unsupported: "the mcp gateway (top-level mcp)" },
+  "mcp-authentication/config.yaml": { path: "binds[0].listeners[0].routes[0].policies.mcpAuthentication", unsupported: "policy mcpAuthentication" },
+  "mcp-authorization/config.yaml": { path: "mcp.policies.backendAuth", unsupported: "policy backendAuth" },
+  "mcp-basic/config.yaml": { path: "mcp", unsupported: "the mcp gateway (top-level mcp)" },
+  "mcp-multiplex/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].mcp", unsupported: "MCP backends" },
+  "mcp-openapi/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].mcp", unsupported: "MCP backends" },
+  "mcp-telemetry/config.yaml": { path: "frontendPolicies.tracing", unsupported: "frontendPolicies.tracing" },
+  "mcp-tls/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].mcp", unsupported: "MCP backends" },
+  "traffic-a2a/config.yaml": { path: "frontendPolicies.accessLog.add", unsupported: "accessLog.add (CEL)" },
+  "traffic-aws-agentcore/config.yaml": { path: "binds[0].listeners[0].routes[0].backends[0].aws", unsupported: "aws backends" },
+  "traffic-egress-proxy/config-conditional.yaml": { path: "tcpRoutes", unsupported: "tcpRoutes" },
+  "traffic-egress-proxy/config-dynamic-tls.yaml": { path: "binds[1].listeners[0].routes[0].backends[0].dynamic", unsupported: "dynamic backends" },
+  "traffic-egress-proxy/config.yaml": { path: "tcpRoutes", unsupported: "tcpRoutes" },
+  "traffic-http/config.yaml": { path: "binds[0].listeners[0].routes[1].policies.urlRewrite", unsupported: "policy urlRewrite" },
+  "traffic-jwt-sign/config.yaml": { path: "binds[0].listeners[0].routes[0].policies.backendAuth", unsupported: "policy backendAuth" },
+  "traffic-oauth2-proxy/config.yaml": { path: "frontendPolicies.accessLog.add", unsupported: "accessLog.add (CEL)" },
+  "traffic-oidc/config.yaml": { path: "frontendPolicies.accessLog.add", unsupported: "accessLog.add (CEL)" },
+  "traffic-ratelimiting-global/config.yaml": { path: "config.tracing", unsupported: "config.tracing" },
+  "traffic-ratelimiting-local/config.yaml": { path: "config.tracing", unsupported: "config.tracing" },
+  "traffic-spiffe/config.yaml": { path: "config.spiffe", unsupported: "config.spiffe" },
+  "traffic-tailscale-auth/config.yaml": { path: "frontendPolicies.accessLog.add", unsupported: "accessLog.add (CEL)" },
+  "traffic-unified-gateway/config.yaml": { path: "llm", unsupported: "llm (the LLM gateway)" },
+}
+
+const examples = fs
+  .readdirSync(dir)
+  .flatMap((d) => fs.readdirSync(path.join(dir, d)).filter((f) => f.endsWith(".yaml")).map((f) => `${d}/${f}`))
+  .filter((f) => !NOT_CONFIGS.has(f))
+  .sort()
+
+const issuesOf = async (file: string): Promise<ReadonlyArray<ConfigIssue> | "valid"> => {
+  // Upstream examples read API keys from the environment: any variable is defined here.
+  const exit = await Effect.runPromiseExit(validate({ _tag: "File", path: path.join(dir, file), watch: false }, () => "dummy"))
+  if (Exit.isSuccess(exit)) return "valid"
+  const error = Cause.squash(exit.cause)
+  if (typeof error === "object" && error !== null && "issues" in error && Array.isArray(error.issues)) return error.issues as ReadonlyArray<ConfigIssue>
+  throw new Error(`${file}: not a config error: ${String(error)}`)
+}
+
+describe("upstream example configs", () => {
+  it("the table lists exactly the examples there are", () => {
+    expect(Object.keys(EXPECTED).sort()).toEqual(examples)
+  })
+
+  it.each(examples)("%s", async (file) => {
+    const expected = EXPECTED[file]
+    const issues = await issuesOf(file)
+    if (expected === "valid" || issues === "valid") {
+      expect(issues).toBe(expected)
+      return
+    }
+    // Every rejection names a field, its line, and says it is not supported yet.
+    for (const issue of issues) {
+      expect(issue.path).not.toBe("")
+      expect(issue.line).toBeGreaterThan(0)
+      expect(issue.file).toBe(path.join(dir, file))
+      expect(issue.message).toMatch(/is not supported yet by effect-agentgateway$/)
+    }
+    expect({ path: issues[0]!.path, unsupported: issues[0]!.message.replace(" is not supported yet by effect-agentgateway", "") }).toEqual(expected)
+  })
+})
