@@ -50,3 +50,15 @@ export const exactlyOneOf = (keys: ReadonlyArray<string>) =>
 export const DurationString = Schema.String.check(
   Schema.makeFilter((s: string) => /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$/.test(s) || `invalid duration "${s}" (expected e.g. "100ms", "10s", "1h30m")`)
 ).annotate({ description: "A duration such as \"100ms\", \"10s\" or \"1h30m\"." })
+
+/** A regular expression, checked when the config is decoded. */
+export const RegexString = Schema.String.check(
+  Schema.makeFilter((s: string) => {
+    try {
+      new RegExp(s)
+      return undefined
+    } catch (error) {
+      return `invalid regular expression: ${error instanceof Error ? error.message : String(error)}`
+    }
+  })
+)

@@ -78,7 +78,8 @@ const schemaIssues = (source: Source, issue: SchemaIssue.Issue): Array<ConfigIss
   formatter(issue).issues.map((i) => {
     const path = i.path ?? []
     const segments = path.map((p) => (typeof p === "object" ? p.key : p))
-    let message = i.message
+    // Optional fields accept YAML null as "absent": that is not worth saying in every message.
+    let message = i.message.replace(/ \| null\b/g, "")
     let fieldPath = segments
     if (message === "unknown field" || message === "missing required field") {
       const name = String(segments[segments.length - 1])
@@ -140,7 +141,7 @@ export const parse = (text: string, file: string, lookup: Env.Lookup = Env.proce
     const envIssues = expandEnv(source, lookup)
     if (envIssues.length > 0) return Effect.fail(new ConfigError({ issues: envIssues }))
     const json: unknown = document.toJS({ maxAliasCount: 100 }) ?? {}
-    const decoded = Schema.decodeUnknownExit(LocalConfig, { onExcessProperty: "error", errors: "all" })(json)
+    const decoded = Schema.decodeUnknownExit(LocalConfig, { onExcessProperty: "error", errors: "all", reportInput: true })(json)
     if (Exit.isSuccess(decoded)) return Effect.succeed({ config: decoded.value, source })
     const failure = decoded.cause.reasons.find((r) => r._tag === "Fail")
     if (failure === undefined || failure._tag !== "Fail") {

@@ -13,7 +13,7 @@ import * as Schema from "effect/Schema"
 import * as Cors from "../policies/Cors.ts"
 import * as DirectResponse from "../policies/DirectResponse.ts"
 import * as HeaderModifier from "../policies/HeaderModifier.ts"
-import { DurationString, exactlyOneOf, opt, req, unsupported } from "./Fields.ts"
+import { DurationString, exactlyOneOf, opt, RegexString, req, unsupported } from "./Fields.ts"
 
 const Str = Schema.String
 const Int = Schema.Int
@@ -26,12 +26,12 @@ const Port = Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
 export const PathMatch = Schema.Struct({
   exact: opt(Str, "Matches the request path exactly (no trailing-slash tolerance)."),
   pathPrefix: opt(Str, "Matches a path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apiary`."),
-  regex: opt(Str, "Matches when the regular expression matches the whole path (anchored at both ends).")
+  regex: opt(RegexString, "Matches when the regular expression matches the whole path (anchored at both ends).")
 }).check(exactlyOneOf(["exact", "pathPrefix", "regex"])).annotate({ description: "How the request path is matched." })
 
 export const ValueMatch = Schema.Struct({
   exact: opt(Str, "Matches the value exactly."),
-  regex: opt(Str, "Matches when the regular expression matches the whole value.")
+  regex: opt(RegexString, "Matches when the regular expression matches the whole value.")
 }).check(exactlyOneOf(["exact", "regex"])).annotate({ description: "How a header or query value is matched." })
 
 export const HeaderMatch = Schema.Struct({
