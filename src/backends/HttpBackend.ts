@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import type { Dispatcher } from "undici"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { type BodySink, ProxyResponse, type StreamBody } from "../pipeline/ProxyResponse.ts"
+import * as RequestBody from "../pipeline/RequestBody.ts"
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 
@@ -104,7 +105,7 @@ export const call = (dispatcher: Dispatcher, request: ProxyRequest): Effect.Effe
           path: request.path + request.query,
           method: request.method as Dispatcher.HttpMethod,
           headers: request.headers as Record<string, string | Array<string>>,
-          body: request.hasBody ? request.raw : null
+          body: RequestBody.forUpstream(request)
         },
         upstream
       )

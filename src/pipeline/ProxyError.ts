@@ -17,6 +17,10 @@ export type ProxyErrorReason =
   | { readonly _tag: "UpstreamFailed"; readonly cause: unknown }
   | { readonly _tag: "UpstreamTimeout" }
   | { readonly _tag: "RequestTimeout" }
+  | { readonly _tag: "RateLimited" }
+  | { readonly _tag: "AuthorizationFailed" }
+  | { readonly _tag: "CsrfFailed" }
+  | { readonly _tag: "BodyTooLarge" }
   | { readonly _tag: "Internal"; readonly cause: unknown }
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
@@ -41,6 +45,13 @@ export const reasonLabel = (error: ProxyError): string => {
     case "UpstreamTimeout":
     case "RequestTimeout":
       return "Timeout"
+    case "RateLimited":
+      return "RateLimit"
+    case "AuthorizationFailed":
+    case "CsrfFailed":
+      return "Authorization"
+    case "BodyTooLarge":
+      return "InvalidRequest"
     case "Internal":
       return "Internal"
   }
@@ -65,6 +76,14 @@ export const toResponse = (error: ProxyError): Response.ProxyResponse => {
       return Response.text(504, "upstream call timeout")
     case "RequestTimeout":
       return Response.text(504, "request timeout")
+    case "RateLimited":
+      return Response.text(429, "rate limit exceeded")
+    case "AuthorizationFailed":
+      return Response.text(403, "authorization failed")
+    case "CsrfFailed":
+      return Response.text(403, "CSRF validation failed")
+    case "BodyTooLarge":
+      return Response.text(413, "request body too large")
     case "Internal":
       return Response.text(500, "internal error")
   }

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
 import type * as Headers from "../shared/headers.ts"
 import type { StreamBody } from "./ProxyResponse.ts"
+import * as RequestBody from "./RequestBody.ts"
 
 /** Route identity as it appears in logs, metrics and CEL `proxy.*`. */
 export interface RouteInfo {
@@ -33,6 +34,8 @@ export class ProxyRequest {
   queuedResponseHeaders: Array<readonly [string, string]> | undefined = undefined
   /** Whether the downstream request carries a body to forward (decided from the raw headers). */
   hasBody = false
+  /** The body as it will be sent upstream: untouched stream, or buffered by a policy (RequestBody.ts). */
+  body: RequestBody.State = RequestBody.untouched
   /** Set by a policy that chose the authority (urlRewrite): disables the auto host rewrite. */
   authorityRewritten = false
   /** Set when a policy, not an upstream, produced the response. */
