@@ -5,6 +5,9 @@
  * @since 0.1.0
  */
 export { Gateway, type ConfigSource, type Options, loadIr, validate } from "./Gateway.ts"
+export * as Cel from "./cel/Cel.ts"
+export * as CelContext from "./cel/Context.ts"
+export * as CelFunctions from "./cel/Functions.ts"
 export * as ConfigError from "./config/ConfigError.ts"
 export * as LocalConfig from "./config/LocalConfig.ts"
 export * as Pipeline from "./pipeline/Pipeline.ts"
