@@ -1,13 +1,15 @@
 /**
- * Upstream connection pools: one undici `Pool` per upstream origin, shared by every snapshot
- * so a config reload keeps warm connections. The pools live in a Layer and are closed when it
- * is released (a module-level Agent would keep the process alive after SIGINT).
+ * Upstream connection pools: one undici `Pool` per upstream origin, connection settings and
+ * TLS settings, shared by every snapshot so a config reload keeps warm connections. The pools
+ * live in a Layer and are closed when it is released (a module-level Agent would keep the
+ * process alive after SIGINT).
  *
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as tls from "node:tls"
 import type { Pool } from "undici"
 import PoolClass from "undici/lib/dispatcher/pool.js"
 import type * as Ir from "../ir/Ir.ts"
@@ -19,9 +21,19 @@ export interface PoolSettings {
   readonly keepalive: boolean
 }
 
+/** TLS to the upstream (from `backendTLS`): undici `connect` options for an https origin. */
+export interface UpstreamTls {
+  /**
+   * Tells TLS settings apart, PEM contents included: pools with equal keys are shared, so the
+   * key must change whenever any option in `connect` would.
+   */
+  readonly key: string
+  readonly connect: Pick<tls.ConnectionOptions, "secureContext" | "servername" | "rejectUnauthorized" | "checkServerIdentity">
+}
+
 export class UpstreamPools extends Context.Service<UpstreamPools, {
-  /** The pool for a target under the given settings (created on first use). */
-  readonly get: (target: Ir.HostTarget, settings: PoolSettings) => Pool
+  /** The pool for a target under the given settings, over TLS when given (created on first use). */
+  readonly get: (target: Ir.HostTarget, settings: PoolSettings, tls?: UpstreamTls) => Pool
 }>()("agw/backends/UpstreamPools") {
   static readonly layer = Layer.effect(
     UpstreamPools,
@@ -31,14 +43,16 @@ export class UpstreamPools extends Context.Service<UpstreamPools, {
         Effect.promise(() => Promise.allSettled([...pools.values()].map((p) => p.destroy()))).pipe(Effect.asVoid)
       )
       return UpstreamPools.of({
-        get: (target, settings) => {
+        get: (target, settings, tls) => {
           const host = target.host.includes(":") ? `[${target.host}]` : target.host
-          const origin = `http://${host}:${target.port}`
-          const key = `${origin}|${settings.connectTimeoutMs}|${settings.poolIdleTimeoutMs}|${settings.poolMaxSize ?? ""}|${settings.keepalive}`
+          const origin = `${tls === undefined ? "http" : "https"}://${host}:${target.port}`
+          const key = `${origin}|${settings.connectTimeoutMs}|${settings.poolIdleTimeoutMs}|${settings.poolMaxSize ?? ""}|${settings.keepalive}|${tls?.key ?? ""}`
           let pool = pools.get(key)
           if (pool === undefined) {
             pool = new PoolClass(origin, {
-              connect: { timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive },
+              connect: { ...tls?.connect, timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive },
+              // undici offers h2 over TLS by default; the gateway speaks HTTP/1.1 to upstreams.
+              allowH2: false,
               keepAliveTimeout: settings.poolIdleTimeoutMs,
               keepAliveMaxTimeout: Math.max(settings.poolIdleTimeoutMs, 1000),
               ...(settings.poolMaxSize === undefined ? {} : { connections: settings.poolMaxSize }),

@@ -10,9 +10,18 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as BackendTls from "../policies/BackendTls.ts"
 import * as Cors from "../policies/Cors.ts"
+import * as Delay from "../policies/Delay.ts"
 import * as DirectResponse from "../policies/DirectResponse.ts"
 import * as HeaderModifier from "../policies/HeaderModifier.ts"
+import * as RequestMirror from "../policies/RequestMirror.ts"
+import * as Retry from "../policies/Retry.ts"
+import * as Timeout from "../policies/Timeout.ts"
+import * as Csrf from "../policies/Csrf.ts"
+import * as LocalRateLimit from "../policies/LocalRateLimit.ts"
+import * as RequestRedirect from "../policies/RequestRedirect.ts"
+import * as UrlRewrite from "../policies/UrlRewrite.ts"
 import { DurationString, exactlyOneOf, opt, RegexString, req, unsupported } from "./Fields.ts"
 
 const Str = Schema.String
@@ -57,19 +66,19 @@ export type RouteMatch = typeof RouteMatch.Type
 // ---------------------------------------------------------------------------------------------
 
 const unsupportedPolicies = {
-  requestRedirect: unsupported("policy requestRedirect"),
-  urlRewrite: unsupported("policy urlRewrite"),
-  requestMirror: unsupported("policy requestMirror"),
+  requestRedirect: opt(RequestRedirect.Config, "Answers with a redirect instead of forwarding the request."),
+  urlRewrite: opt(UrlRewrite.Config, "Rewrites the request's path or authority before forwarding."),
+  requestMirror: opt(RequestMirror.Config, "Sends a fire-and-forget copy of a share of the requests (without body) to another backend."),
   mcpAuthorization: unsupported("policy mcpAuthorization"),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
   authorization: unsupported("policy authorization"),
   mcpAuthentication: unsupported("policy mcpAuthentication"),
   a2a: unsupported("policy a2a"),
   ai: unsupported("policy ai"),
-  backendTLS: unsupported("policy backendTLS"),
+  backendTLS: opt(BackendTls.Config, "TLS to the backends of this route (copied onto every backend reference)."),
   backendTunnel: unsupported("policy backendTunnel"),
   backendAuth: unsupported("policy backendAuth"),
-  localRateLimit: unsupported("policy localRateLimit"),
+  localRateLimit: opt(LocalRateLimit.Config, "Local rate limits: token buckets kept in this process; 429 when empty."),
   remoteRateLimit: unsupported("policy remoteRateLimit"),
   jwtAuth: unsupported("policy jwtAuth"),
   oidc: unsupported("policy oidc"),
@@ -78,11 +87,11 @@ const unsupportedPolicies = {
   extAuthz: unsupported("policy extAuthz"),
   extProc: unsupported("policy extProc"),
   transformations: unsupported("policy transformations"),
-  csrf: unsupported("policy csrf"),
+  csrf: opt(Csrf.Config, "Rejects cross-origin state-changing requests (403) unless same-origin or trusted."),
   buffer: unsupported("policy buffer"),
-  timeout: unsupported("policy timeout"),
-  retry: unsupported("policy retry"),
-  delay: unsupported("policy delay")
+  timeout: opt(Timeout.Config, "Deadlines for the request (504 `request timeout`) and for each backend attempt (504 `upstream call timeout`)."),
+  retry: opt(Retry.Config, "Retries backend attempts that fail to connect or answer one of `codes`."),
+  delay: opt(Delay.Config, "Injects a fixed delay before the request is forwarded (fault injection).")
 } as const
 
 /** Route-level `policies:` (upstream `FilterOrPolicy`): traffic policies and backend policies. */
@@ -118,12 +127,12 @@ export const BackendPolicies = Schema.Struct({
   requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes request headers sent to this backend."),
   responseHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of this backend's responses."),
   transformations: unsupported("policy transformations"),
-  backendTLS: unsupported("policy backendTLS"),
+  backendTLS: opt(BackendTls.Config, "TLS used when connecting to this backend."),
   backendAuth: unsupported("policy backendAuth"),
   http: unsupported("policy http"),
   tcp: unsupported("policy tcp"),
   backendTunnel: unsupported("policy backendTunnel"),
-  requestRedirect: unsupported("policy requestRedirect"),
+  requestRedirect: opt(RequestRedirect.Config, "Answers with a redirect instead of forwarding to this backend."),
   health: unsupported("policy health"),
   extAuthz: unsupported("policy extAuthz"),
   authorization: unsupported("policy authorization"),

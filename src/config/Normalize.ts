@@ -198,6 +198,19 @@ const backendRef = (
   return undefined
 }
 
+/** Named host backends as policies reach them (`{backend: name}`): own policies, then targeted ones. */
+const namedBackendRefs = (ctx: Context): Map<string, Ir.BackendRef> => {
+  const out = new Map<string, Ir.BackendRef>()
+  for (const [name, { backend, path }] of ctx.named) {
+    if (!defined(backend.host)) continue
+    const target = parseHostTarget(backend.host)
+    if (typeof target === "string") continue // reported at the named backend
+    const policies = firstFoundWins(present(backend.policies), ctx.targeted.byBackend.get(name) ?? {})
+    out.set(name, { name: `/${name}`, weight: 1, target, policies, path })
+  }
+  return out
+}
+
 const route = (
   ctx: Context,
   r: C.Route,
@@ -436,5 +449,5 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
       seen.set(bind.port, bind.listeners[0]?.path ?? bind.key)
     }
     if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
-    return Effect.succeed({ binds, settings: settings(config, env) })
+    return Effect.succeed({ binds, settings: settings(config, env), backends: namedBackendRefs(ctx) })
   })

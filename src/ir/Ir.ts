@@ -10,6 +10,12 @@ import type { BackendPolicies, FilterOrPolicy, GatewayPolicy, RouteMatch } from 
 export interface Snapshot {
   readonly binds: ReadonlyArray<Bind>
   readonly settings: Settings
+  /**
+   * Named backends with a host target, by name, for policies that reference a backend on their
+   * own (`requestMirror.backend: {backend: name}`); `policies` are the backend's own merged with
+   * those targeted at it.
+   */
+  readonly backends: ReadonlyMap<string, BackendRef>
 }
 
 export interface Settings {

@@ -282,8 +282,9 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ctx.endpoint,
     sourceAddr(ctx.sourceAddress, ctx.sourcePort),
     ctx.method,
-    ctx.host,
-    ctx.path,
+    // What the client asked for, not what a urlRewrite made of it.
+    ctx.originalUrl?.host ?? ctx.host,
+    ctx.originalUrl?.path ?? ctx.path,
     ctx.version,
     status,
     "http",

@@ -15,7 +15,8 @@ export interface ListenerTls {
   readonly options: tls.SecureContextOptions & { readonly requestCert: boolean; readonly ca: Buffer | undefined }
 }
 
-const read = (file: string, path: string) =>
+/** Reads a PEM file; failure is a config error naming the field `path`. */
+export const read = (file: string, path: string): Effect.Effect<Buffer, ConfigError> =>
   Effect.tryPromise({
     try: () => readFile(file),
     catch: (cause) => new ConfigError({ issues: [{ path, message: `cannot read ${file}: ${cause instanceof Error ? cause.message : String(cause)}` }] })

@@ -26,10 +26,28 @@ export type PolicyKey = keyof FilterOrPolicy
 /** Config value type of a policy key, with YAML `null` removed. */
 export type PolicyConfig<K extends PolicyKey> = NonNullable<FilterOrPolicy[K]>
 
+/**
+ * A backend a policy calls on its own (a mirror target; later ext authz, rate-limit and
+ * tracing services): upstream's `SimpleLocalBackendSerde` minus `service`.
+ */
+export interface BackendSpec {
+  /** `host:port` (IP or DNS name). */
+  readonly host?: string | null | undefined
+  /** Name of a top-level `backends` entry. */
+  readonly backend?: string | null | undefined
+}
+
 /** Snapshot-wide settings a policy may need while it is built. */
 export interface BuildEnv {
   /** `frontendPolicies.http.maxBufferSize`: the most a policy may buffer of a body. */
   readonly maxBufferSize: number
+  /**
+   * The call to a backend a policy references, built like a route's backend call (shared
+   * upstream pools, the snapshot's connection settings, a named backend's own policies). The
+   * handler sends the `ProxyRequest` it is provided with. Fails with a ConfigError at `path`
+   * when the spec does not resolve.
+   */
+  readonly backendCall: (spec: BackendSpec, path: string) => Effect.Effect<Handler, ConfigError, Scope.Scope>
 }
 
 export interface Policy<K extends PolicyKey> {

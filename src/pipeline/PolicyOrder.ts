@@ -62,6 +62,13 @@ export const backendPhase: ReadonlyArray<PolicyKey> = [
 ]
 
 /**
+ * Backend policies that configure the connection instead of wrapping the request: they are
+ * consumed where the backend's upstream pool is chosen (`Snapshot.buildBackend`), never built
+ * as middlewares.
+ */
+export const backendConnection: ReadonlySet<string> = new Set<string>(["backendTLS"])
+
+/**
  * Route-level keys that are backend policies: written on a route, they are copied onto every
  * backend reference of that route (agentgateway's `split_policies_for_target`).
  */

@@ -9,6 +9,7 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
+import type { Extensions as CelExtensions } from "../cel/Context.ts"
 import type * as Headers from "../shared/headers.ts"
 import type { StreamBody } from "./ProxyResponse.ts"
 import * as RequestBody from "./RequestBody.ts"
@@ -19,6 +20,14 @@ export interface RouteInfo {
   readonly name: string
   readonly namespace: string
   readonly ruleName: string | undefined
+}
+
+/** Where a request was addressed before a policy rewrote it. */
+export interface OriginalUrl {
+  readonly authority: string
+  readonly host: string
+  readonly path: string
+  readonly query: string
 }
 
 export class ProxyRequest {
@@ -38,8 +47,23 @@ export class ProxyRequest {
   body: RequestBody.State = RequestBody.untouched
   /** Set by a policy that chose the authority (urlRewrite): disables the auto host rewrite. */
   authorityRewritten = false
+  /**
+   * The selected route match's path prefix without its trailing `/` ("" for `/`), or undefined
+   * when the route matched by exact path or regex. Prefix rewrites and redirects replace it.
+   */
+  matchedPrefix: string | undefined = undefined
+  /** The request as received, recorded by the first policy that rewrites it (urlRewrite), for logs. */
+  originalUrl: OriginalUrl | undefined = undefined
+  /**
+   * Milliseconds each backend attempt may take until the response head (`timeout.
+   * backendRequestTimeout`), recorded by the route phase and applied by the backend call, so it
+   * bounds every retry attempt on its own.
+   */
+  backendRequestTimeoutMs: number | undefined = undefined
   /** Set when a policy, not an upstream, produced the response. */
   directResponse = false
+  /** CEL roots attached by policies as the request goes (`jwt`, `apiKey`, `mcp`, …): cel/Context.ts. */
+  celExtensions: CelExtensions | undefined = undefined
   /**
    * Upstream bodies opened for this request. The listener aborts every one it did not write
    * (a retried attempt, a response dropped by a timeout), so no pooled connection is left paused.

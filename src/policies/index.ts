@@ -8,6 +8,14 @@ import type { Policy, PolicyKey } from "../pipeline/Policy.ts"
 import * as Cors from "./Cors.ts"
 import * as DirectResponse from "./DirectResponse.ts"
 import * as HeaderModifier from "./HeaderModifier.ts"
+import * as Csrf from "./Csrf.ts"
+import * as LocalRateLimit from "./LocalRateLimit.ts"
+import * as RequestRedirect from "./RequestRedirect.ts"
+import * as UrlRewrite from "./UrlRewrite.ts"
+import * as Delay from "./Delay.ts"
+import * as RequestMirror from "./RequestMirror.ts"
+import * as Retry from "./Retry.ts"
+import * as Timeout from "./Timeout.ts"
 
 export type Registry = { readonly [K in PolicyKey]?: Policy<K> }
 
@@ -15,7 +23,16 @@ export const registry: Registry = {
   cors: Cors.policy,
   directResponse: DirectResponse.policy,
   requestHeaderModifier: HeaderModifier.request,
-  responseHeaderModifier: HeaderModifier.response
+  responseHeaderModifier: HeaderModifier.response,
+  requestRedirect: RequestRedirect.policy,
+  urlRewrite: UrlRewrite.policy,
+  localRateLimit: LocalRateLimit.policy,
+  csrf: Csrf.policy,
+  timeout: Timeout.policy,
+  retry: Retry.policy,
+  requestMirror: RequestMirror.policy,
+  delay: Delay.policy
 }
 
-export { Cors, DirectResponse, HeaderModifier }
+export { Cors, Csrf, DirectResponse, HeaderModifier, LocalRateLimit, RequestRedirect, UrlRewrite }
+export { Delay, RequestMirror, Retry, Timeout }

@@ -16,6 +16,8 @@ export interface CompiledMatch {
   /** Precedence inputs (RouteTable.ts sorts on these). */
   readonly pathKind: "exact" | "prefix" | "regex"
   readonly pathLength: number
+  /** For a prefix match, the prefix without its trailing `/` (what prefix rewrites replace). */
+  readonly prefix: string | undefined
   readonly hasMethod: boolean
   readonly headerCount: number
   readonly queryCount: number
@@ -72,6 +74,7 @@ export const compile = (match: RouteMatch): CompiledMatch => {
   const path = match.path ?? { pathPrefix: "/" }
   let pathKind: CompiledMatch["pathKind"]
   let pathLength: number
+  let matchedPrefix: string | undefined
   if (path.exact !== undefined && path.exact !== null) {
     const exact = path.exact
     pathKind = "exact"
@@ -87,6 +90,7 @@ export const compile = (match: RouteMatch): CompiledMatch => {
     const test = prefixMatcher(prefix)
     pathKind = "prefix"
     pathLength = prefix.length
+    matchedPrefix = prefix.endsWith("/") ? prefix.slice(0, -1) : prefix
     if (prefix !== "/" && prefix !== "") checks.push((r) => test(r.path))
   }
   const method = match.method ?? undefined
@@ -113,6 +117,7 @@ export const compile = (match: RouteMatch): CompiledMatch => {
     matches,
     pathKind,
     pathLength,
+    prefix: matchedPrefix,
     hasMethod: method !== undefined && method !== null,
     headerCount: match.headers?.length ?? 0,
     queryCount: match.query?.length ?? 0

@@ -10,13 +10,15 @@ import * as Scope from "effect/Scope"
 import * as HttpBackend from "../backends/HttpBackend.ts"
 import { UpstreamPools } from "../backends/Pools.ts"
 import { ConfigError } from "../config/ConfigError.ts"
+import { parseHostTarget } from "../config/Normalize.ts"
 import type * as Ir from "../ir/Ir.ts"
 import * as Tls from "../listeners/Tls.ts"
 import * as Pipeline from "../pipeline/Pipeline.ts"
-import type { BuildEnv, Handler, Middleware, PolicyKey } from "../pipeline/Policy.ts"
+import type { BackendSpec, BuildEnv, Handler, Middleware, PolicyKey } from "../pipeline/Policy.ts"
 import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
+import * as BackendTls from "../policies/BackendTls.ts"
 import { registry } from "../policies/index.ts"
 import * as Match from "../routing/Match.ts"
 import { ListenerTable, RouteTable } from "../routing/RouteTable.ts"
@@ -48,12 +50,14 @@ const buildMiddlewares = (
   block: object,
   allowed: ReadonlyArray<PolicyKey>,
   env: BuildEnv,
-  path: string
+  path: string,
+  /** Keys the caller consumes itself (connection settings), skipped here. */
+  consumed: ReadonlySet<string> = new Set()
 ): Effect.Effect<Map<PolicyKey, Middleware>, ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const out = new Map<PolicyKey, Middleware>()
     for (const [key, config] of Object.entries(block)) {
-      if (config === undefined || config === null) continue
+      if (config === undefined || config === null || consumed.has(key)) continue
       const policy = registry[key as PolicyKey]
       if (policy === undefined || !allowed.includes(key as PolicyKey)) {
         return yield* Effect.fail(new ConfigError({ issues: [{ path: `${path}.${key}`, message: `policy ${key} cannot be used here` }] }))
@@ -69,10 +73,16 @@ const regexError = (path: string, cause: unknown) =>
 
 const hostHeader = (target: Ir.HostTarget) => (target.port === 80 ? target.host : `${target.host}:${target.port}`)
 
+const upstreamTimeout = () => Effect.fail(ProxyError.make({ _tag: "UpstreamTimeout" }))
+
 const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) =>
   Effect.gen(function*() {
     const pools = yield* UpstreamPools
-    const pool = pools.get(ref.target, settings)
+    const tlsConfig = ref.policies.backendTLS
+    const tls = tlsConfig === undefined || tlsConfig === null
+      ? undefined
+      : yield* BackendTls.load(tlsConfig, ref.target, `${ref.path}.policies.backendTLS`)
+    const pool = pools.get(ref.target, settings, tls)
     const endpoint = `${ref.target.host.includes(":") ? `[${ref.target.host}]` : ref.target.host}:${ref.target.port}`
     const rewriteHost = ref.target.isHostname ? hostHeader(ref.target) : undefined
     const call: Handler = Effect.flatMap(currentRequest, (ctx) => {
@@ -80,9 +90,13 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
       ctx.endpoint = endpoint
       // Auto host rewrite for DNS-named backends; a policy that set the authority wins.
       if (rewriteHost !== undefined && !ctx.authorityRewritten) ctx.headers["host"] = rewriteHost
-      return HttpBackend.call(pool, ctx)
+      const timeoutMs = ctx.backendRequestTimeoutMs
+      // Applied here, per attempt, so a retry gets the whole budget again; the interruption aborts the exchange.
+      return timeoutMs === undefined
+        ? HttpBackend.call(pool, ctx)
+        : Effect.timeoutOrElse(HttpBackend.call(pool, ctx), { duration: timeoutMs, orElse: upstreamTimeout })
     })
-    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`)
+    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
     return Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
   })
 
@@ -124,6 +138,7 @@ const buildListener = (listener: Ir.Listener, env: BuildEnv, settings: Ir.Settin
       const found = table.find(ctx)
       if (found === undefined) return notFound
       ctx.route = found.route.info
+      ctx.matchedPrefix = found.match.prefix
       return found.route.handler
     })
     const middlewares = yield* buildMiddlewares(listener.policies, PolicyOrder.gatewayPhase, env, `${listener.path}.policies`)
@@ -132,9 +147,35 @@ const buildListener = (listener: Ir.Listener, env: BuildEnv, settings: Ir.Settin
     return compiled
   })
 
+const configError = (path: string, message: string) => new ConfigError({ issues: [{ path, message }] })
+
+/** A backend a policy references (`{host}` or `{backend: name}`), resolved as a route's would be. */
+const policyBackend = (spec: BackendSpec, path: string, ir: Ir.Snapshot): Effect.Effect<Ir.BackendRef, ConfigError> => {
+  if (spec.host !== undefined && spec.host !== null) {
+    const target = parseHostTarget(spec.host)
+    if (typeof target === "string") return Effect.fail(configError(`${path}.host`, target))
+    return Effect.succeed({ name: spec.host, weight: 1, target, policies: {}, path })
+  }
+  if (spec.backend !== undefined && spec.backend !== null) {
+    const named = ir.backends.get(spec.backend)
+    if (named === undefined) {
+      return Effect.fail(configError(`${path}.backend`, `backend "${spec.backend}" is not defined in backends (or is not a host backend)`))
+    }
+    return Effect.succeed(named)
+  }
+  return Effect.fail(configError(path, "expected exactly one of: host, backend"))
+}
+
 export const build = (ir: Ir.Snapshot): Effect.Effect<Compiled, ConfigError, Scope.Scope | UpstreamPools> =>
   Effect.gen(function*() {
-    const env: BuildEnv = { maxBufferSize: ir.settings.maxBufferSize }
+    const pools = yield* UpstreamPools
+    const env: BuildEnv = {
+      maxBufferSize: ir.settings.maxBufferSize,
+      backendCall: (spec, path) => policyBackend(spec, path, ir).pipe(
+        Effect.flatMap((ref) => buildBackend(ref, env, ir.settings)),
+        Effect.provideService(UpstreamPools, pools)
+      )
+    }
     const binds = new Map<number, CompiledBind>()
     for (const bind of ir.binds) {
       const all = yield* Effect.forEach(bind.listeners, (l) => buildListener(l, env, ir.settings))

@@ -3,7 +3,8 @@
  * `next`, provide a `ProxyRequest`.
  */
 import { Effect, Scope } from "effect"
-import type { Handler, Policy, PolicyConfig, PolicyKey } from "../../src/pipeline/Policy.ts"
+import { ConfigError } from "../../src/config/ConfigError.ts"
+import type { BuildEnv, Handler, Policy, PolicyConfig, PolicyKey } from "../../src/pipeline/Policy.ts"
 import type { ProxyError } from "../../src/pipeline/ProxyError.ts"
 import { ProxyResponse } from "../../src/pipeline/ProxyResponse.ts"
 import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
@@ -21,6 +22,18 @@ export const upstream = (headers: Record<string, string> = {}) => {
   return { handler, calls }
 }
 
+/**
+ * The BuildEnv of unit tests: `backendCall` answers with the given handler (a stub backend),
+ * or fails with a ConfigError when none is given.
+ */
+export const buildEnv = (backend?: Handler): BuildEnv => ({
+  maxBufferSize: 2 * 1024 * 1024,
+  backendCall: (_spec, path) =>
+    backend === undefined
+      ? Effect.fail(new ConfigError({ issues: [{ path, message: "no backend calls in this unit test" }] }))
+      : Effect.succeed(backend)
+})
+
 export const run = <K extends PolicyKey>(
   policy: Policy<K>,
   config: PolicyConfig<K>,
@@ -29,6 +42,6 @@ export const run = <K extends PolicyKey>(
 ): Effect.Effect<ProxyResponse, ProxyError> =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const middleware = yield* Effect.orDie(Scope.provide(policy.make(config, { maxBufferSize: 2 * 1024 * 1024 }, "policies"), scope))
+    const middleware = yield* Effect.orDie(Scope.provide(policy.make(config, buildEnv(), "policies"), scope))
     return yield* Effect.provideService(middleware(next), RequestContext, request)
   })

@@ -10,6 +10,9 @@ export interface RequestSpec {
   readonly path?: string
   readonly query?: string
   readonly host?: string
+  /** The authority as received (default: `host`). */
+  readonly authority?: string
+  readonly scheme?: "http" | "https"
   readonly headers?: Record<string, string | Array<string>>
 }
 
@@ -17,8 +20,9 @@ export const request = (spec: RequestSpec = {}): ProxyRequest => {
   const headers = Headers.empty()
   for (const [k, v] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = v
   const host = spec.host ?? "example.com"
-  headers["host"] ??= host
+  const authority = spec.authority ?? host
+  headers["host"] ??= authority
   // A bare object stands in for the Node request: unit tests never read the socket or body.
   const raw = Object.create(null) as IncomingMessage
-  return new ProxyRequest(raw, spec.method ?? "GET", spec.path ?? "/", spec.query ?? "", host, host, "http", "HTTP/1.1", headers, "127.0.0.1", 1234, 0)
+  return new ProxyRequest(raw, spec.method ?? "GET", spec.path ?? "/", spec.query ?? "", host, authority, spec.scheme ?? "http", "HTTP/1.1", headers, "127.0.0.1", 1234, 0)
 }

@@ -1,0 +1,140 @@
+/**
+ * `retry`: retries the backend attempt, as agentgateway's `retry` policy.
+ *
+ * - `attempts` counts retries, not total attempts (upstream's behaviour, whatever its docs
+ *   say): the default 1 means one original attempt and one retry.
+ * - An attempt is retried when its response status is in `codes`, or when the upstream call
+ *   failed before a response head (connection refused/reset: `UpstreamFailed`). Timeouts are
+ *   not retried: `backendRequestTimeout` answers 504 at once, as upstream does, and
+ *   `requestTimeout` sits outside this policy and ends the whole loop.
+ * - Retry `n` (1, 2, …) carries `x-retry-attempt: n`; the original attempt carries none. Each
+ *   attempt starts from the request headers as they were before the first one, so backend
+ *   policies (header `add`) do not pile up across attempts.
+ * - Between attempts it waits `backoff`, or the retried response's `Retry-After` (seconds or an
+ *   HTTP date) when that is longer, capped at `RETRY_AFTER_MAX_MS`. Time comes from `Clock`.
+ * - A request body is replayed from memory, so a request with a body is retried only when the
+ *   body is at most `MAX_REPLAY_BYTES` (upstream's `MAX_BUFFERED_BYTES`); a larger one is
+ *   forwarded once, streaming, without retries.
+ * - A retried attempt's response body is aborted as soon as the retry is decided, so its
+ *   pooled connection is released rather than left paused.
+ *
+ * `precondition` and `condition` are CEL and are refused until the CEL engine lands.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import * as Duration from "../config/Duration.ts"
+import { DurationString, opt, req, unsupported } from "../config/Fields.ts"
+import type { Handler } from "../pipeline/Policy.ts"
+import * as Policy from "../pipeline/Policy.ts"
+import type * as ProxyError from "../pipeline/ProxyError.ts"
+import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import * as RequestBody from "../pipeline/RequestBody.ts"
+import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as Headers from "../shared/headers.ts"
+
+/** Largest request body replayed on a retry (upstream `httpproxy.rs` `MAX_BUFFERED_BYTES`). */
+export const MAX_REPLAY_BYTES = 64 * 1024
+
+/** Longest wait a `Retry-After` may impose between attempts. */
+export const RETRY_AFTER_MAX_MS = 30_000
+
+export const ATTEMPT_HEADER = "x-retry-attempt"
+
+export const Config = Schema.Struct({
+  attempts: opt(
+    Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 255 })),
+    "Number of retries after the first attempt (not the total). Default: 1."
+  ),
+  backoff: opt(DurationString, "Wait between attempts. Default: none."),
+  codes: req(
+    Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))),
+    "Response statuses that are retried, e.g. `[429, 503]`. Connection failures are always retried."
+  ),
+  precondition: unsupported("retry.precondition (CEL)"),
+  condition: unsupported("retry.condition (CEL)")
+}).annotate({ description: "Retries failed backend attempts." })
+export type Config = typeof Config.Type
+
+/** Milliseconds a `Retry-After` value asks for, or undefined when absent or unreadable. */
+export const retryAfterMillis = (value: string | undefined, nowMs: number): number | undefined => {
+  if (value === undefined) return undefined
+  const trimmed = value.trim()
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000
+  const at = Date.parse(trimmed)
+  return Number.isNaN(at) ? undefined : Math.max(at - nowMs, 0)
+}
+
+const copyHeaders = (from: Headers.HeaderMap, into: Headers.HeaderMap): void => {
+  for (const name of Object.keys(from)) {
+    const value = from[name]!
+    into[name] = typeof value === "string" ? value : [...value]
+  }
+}
+
+const restoreHeaders = (ctx: ProxyRequest, original: Headers.HeaderMap): void => {
+  for (const name of Object.keys(ctx.headers)) delete ctx.headers[name]
+  copyHeaders(original, ctx.headers)
+}
+
+const discard = (response: ProxyResponse): void => {
+  const body = response.body
+  if (body !== undefined && typeof body !== "string" && !(body instanceof Uint8Array)) body.abort(new Error("response retried"))
+}
+
+const retryable = (error: ProxyError.ProxyError): boolean => error.reason._tag === "UpstreamFailed"
+
+export const policy = Policy.define({
+  key: "retry",
+  make: (config) =>
+    Effect.sync(() => {
+      const retries = config.attempts ?? 1
+      const backoffMs = config.backoff === undefined || config.backoff === null ? 0 : Duration.parseMillis(config.backoff)
+      const codes = new Set(config.codes)
+      return (next) => {
+        const pause = (ms: number, then: Handler): Handler => (ms > 0 ? Effect.andThen(Effect.sleep(ms), then) : then)
+
+        const waitFor = (response: ProxyResponse): Effect.Effect<number> => {
+          const header = Headers.get(response.headers, "retry-after")
+          if (header === undefined) return Effect.succeed(backoffMs)
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            const asked = retryAfterMillis(header, now)
+            return asked === undefined ? backoffMs : Math.max(backoffMs, Math.min(asked, RETRY_AFTER_MAX_MS))
+          })
+        }
+
+        const attempt = (ctx: ProxyRequest, original: Headers.HeaderMap, n: number): Handler => {
+          const run = n === 0 ? next : Effect.suspend(() => {
+            restoreHeaders(ctx, original)
+            ctx.headers[ATTEMPT_HEADER] = String(n)
+            return next
+          })
+          if (n >= retries) return run
+          // The next attempt is built only once this one asked for it.
+          return Effect.matchEffect(run, {
+            onFailure: (error) => (retryable(error) ? pause(backoffMs, attempt(ctx, original, n + 1)) : Effect.fail(error)),
+            onSuccess: (response) => {
+              if (!codes.has(response.status)) return Effect.succeed(response)
+              discard(response)
+              return Effect.flatMap(waitFor(response), (ms) => pause(ms, attempt(ctx, original, n + 1)))
+            }
+          })
+        }
+
+        const loop = (ctx: ProxyRequest): Handler => {
+          const original = Headers.empty()
+          copyHeaders(ctx.headers, original)
+          return attempt(ctx, original, 0)
+        }
+
+        return Effect.flatMap(currentRequest, (ctx) => {
+          if (!ctx.hasBody) return loop(ctx)
+          return Effect.flatMap(RequestBody.read(ctx, MAX_REPLAY_BYTES), (bytes) =>
+            // Larger than the replay limit (or buffered larger by another policy): one attempt, no retries.
+            bytes === undefined || bytes.length > MAX_REPLAY_BYTES ? next : loop(ctx))
+        })
+      }
+    })
+})
