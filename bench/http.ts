@@ -26,60 +26,52 @@
  *   BENCH_SCENARIOS          "get" or "post" to run one scenario only (default both)
  *   BENCH_GATEWAY_NODE_ARGS  extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
  */
-import autocannon from "autocannon"
-import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process"
-import { existsSync, readFileSync, readlinkSync } from "node:fs"
-import * as http from "node:http"
-import * as net from "node:net"
+import { execFileSync } from "node:child_process"
 import * as os from "node:os"
-import * as path from "node:path"
 import { setTimeout as sleep } from "node:timers/promises"
-import { fileURLToPath } from "node:url"
+import {
+  alive,
+  CLK_TCK,
+  CONNECTIONS,
+  context,
+  fixed,
+  forkServer,
+  grouped,
+  MEASURE_SECONDS,
+  type Measurement,
+  type Memory,
+  memory,
+  mib,
+  NODE_BIN,
+  OTHER_CPU_WARNING,
+  pidOf,
+  type Proxy,
+  proxyOf,
+  ratioText,
+  runMain,
+  runScenario,
+  type Scenario,
+  send,
+  signed,
+  startGateway,
+  table,
+  verdict,
+  WARMUP_SECONDS
+} from "./lib.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Settings
-
-const positive = (name: string, fallback: number): number => {
-  const raw = process.env[name]
-  if (raw === undefined || raw === "") return fallback
-  const value = Number(raw)
-  if (!Number.isFinite(value) || value <= 0) {
-    process.stderr.write(`${name}=${raw} is not a positive number; using ${fallback}\n`)
-    return fallback
-  }
-  return value
-}
-
-const MEASURE_SECONDS = positive("BENCH_SECONDS", 10)
-const WARMUP_SECONDS = positive("BENCH_WARMUP", 5)
-const CONNECTIONS = Math.round(positive("BENCH_CONNECTIONS", 32))
-/** Measured rounds per scenario, in ABBA order; each proxy gets MEASURE_SECONDS / ROUNDS per round. */
-const ROUNDS = Math.round(positive("BENCH_ROUNDS", 10))
-const GATEWAY_NODE_ARGS = (process.env["BENCH_GATEWAY_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url))
-const BENCH_DIR = fileURLToPath(new URL(".", import.meta.url))
-const GATEWAY_MAIN = path.join(ROOT, "dist", "main.js")
-/** The pinned Node 24 (the `node` npm package); the system node may be older. */
-const NODE_BIN = existsSync(path.join(ROOT, "node_modules", ".bin", "node"))
-  ? path.join(ROOT, "node_modules", ".bin", "node")
-  : process.execPath
 
 const ORIGIN = "http://bench.example"
 const POST_BODY = Buffer.alloc(64 * 1024, "a")
 const HELLO = "hello, world\n"
 
-interface Scenario {
-  readonly name: string
-  readonly method: "GET" | "POST"
-  readonly path: string
-  readonly headers: Record<string, string>
-  readonly body: Buffer | undefined
+interface HttpScenario extends Scenario {
   /** Gateway CPU per request over baseline CPU per request must not exceed this. */
   readonly maxRatio: number
 }
 
-const SCENARIOS: ReadonlyArray<Scenario> = [
+const SCENARIOS: ReadonlyArray<HttpScenario> = [
   { name: "small GET", method: "GET", path: "/", headers: { origin: ORIGIN }, body: undefined, maxRatio: 1.25 },
   {
     name: "64 KiB POST",
@@ -99,92 +91,11 @@ const SELECTED = (() => {
   return picked.length === 0 ? SCENARIOS : picked
 })()
 
-/** "other CPU" (% of one CPU) above which the run is flagged as disturbed. */
-const OTHER_CPU_WARNING = 10
-
 const RSS_IDLE_TARGET_MIB = 80
 const RSS_LOAD_TARGET_MIB = 150
 
 // ---------------------------------------------------------------------------------------------
-// Child processes: every one is tracked and killed on any way out
-
-const children = new Set<ChildProcess>()
-
-const alive = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null
-
-const track = <C extends ChildProcess>(child: C): C => {
-  children.add(child)
-  child.once("exit", () => children.delete(child))
-  // A spawn failure surfaces as "exited"/"did not answer" in the waits; never as an unhandled event.
-  child.on("error", (error) => process.stderr.write(`child process ${child.pid ?? "(not started)"}: ${error.message}\n`))
-  return child
-}
-
-const killAll = (signal: NodeJS.Signals): void => {
-  for (const child of children) if (alive(child)) child.kill(signal)
-}
-
-/** SIGTERM, then SIGKILL whatever is still running after `graceMs`. */
-const stopAll = async (graceMs: number): Promise<void> => {
-  const waiting = [...children].filter(alive).map((child) =>
-    new Promise<void>((resolve) => {
-      child.once("exit", () => resolve())
-      child.kill("SIGTERM")
-    })
-  )
-  await Promise.race([Promise.all(waiting), sleep(graceMs)])
-  killAll("SIGKILL")
-}
-
-process.on("exit", () => killAll("SIGKILL"))
-
-let currentLoad: autocannon.Instance | undefined
-let interrupted = false
-const onSignal = (signal: NodeJS.Signals) => {
-  if (interrupted) process.exit(130)
-  interrupted = true
-  process.stderr.write(`\n${signal}: stopping the benchmark and its child processes\n`)
-  currentLoad?.stop()
-  void stopAll(2000).then(() => process.exit(130))
-}
-process.on("SIGINT", onSignal)
-process.on("SIGTERM", onSignal)
-process.on("SIGHUP", onSignal)
-
-const isPortMessage = (message: unknown): message is { readonly type: "listening"; readonly port: number } =>
-  typeof message === "object" && message !== null && "type" in message && message.type === "listening" &&
-  "port" in message && typeof message.port === "number"
-
-/** Forks a bench/*.ts script on the pinned Node and waits for it to report its port over IPC. */
-const forkServer = (name: string, script: string, args: ReadonlyArray<string>): Promise<{ child: ChildProcess; port: number }> =>
-  new Promise((resolve, reject) => {
-    const child = track(fork(path.join(BENCH_DIR, script), [...args], {
-      execPath: NODE_BIN,
-      execArgv: ["--disable-warning=ExperimentalWarning"],
-      stdio: ["ignore", "inherit", "inherit", "ipc"]
-    }))
-    const timer = setTimeout(() => reject(new Error(`${name} did not report a port within 15 s`)), 15_000)
-    child.once("exit", (code, signal) => {
-      clearTimeout(timer)
-      reject(new Error(`${name} exited before listening (code ${code}, signal ${signal})`))
-    })
-    child.on("message", (message) => {
-      if (!isPortMessage(message)) return
-      clearTimeout(timer)
-      resolve({ child, port: message.port })
-    })
-  })
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => resolve(port))
-    })
-  })
+// The gateway's config and the sanity checks
 
 const gatewayConfig = (port: number, upstreamPort: number): string => `
 binds:
@@ -200,65 +111,6 @@ binds:
       backends:
       - host: 127.0.0.1:${upstreamPort}
 `
-
-/** Starts dist/main.js with an inline config and waits until its data port answers. */
-const startGateway = async (upstreamPort: number): Promise<{ child: ChildProcess; port: number; stderr: () => string }> => {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`npm run build\` (npm run bench:http does)`)
-  const port = await freePort()
-  const child = track(spawn(NODE_BIN, [...GATEWAY_NODE_ARGS, GATEWAY_MAIN, "-c", gatewayConfig(port, upstreamPort)], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      ADMIN_ADDR: "127.0.0.1:0",
-      STATS_ADDR: "127.0.0.1:0",
-      READINESS_ADDR: "127.0.0.1:0",
-      CONNECTION_TERMINATION_DEADLINE: "1s"
-    },
-    // stdout carries one access-log line per request: straight to /dev/null, never a full pipe.
-    stdio: ["ignore", "ignore", "pipe"]
-  }))
-  let stderr = ""
-  child.stderr?.setEncoding("utf8")
-  child.stderr?.on("data", (chunk: string) => {
-    stderr = (stderr + chunk).slice(-16_384)
-  })
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    if (!alive(child)) throw new Error(`the gateway exited during start-up (code ${child.exitCode}):\n${stderr}`)
-    if (Date.now() > deadline) throw new Error(`the gateway did not answer on port ${port} within 20 s:\n${stderr}`)
-    const answered = await send(port, { method: "GET", path: "/", headers: {} }).then(() => true, () => false)
-    if (answered) return { child, port, stderr: () => stderr }
-    await sleep(50)
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// One-off requests (start-up probe and sanity checks)
-
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
-}
-
-const send = (port: number, request: { method: string; path: string; headers: Record<string, string>; body?: Buffer }): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: "127.0.0.1", port, method: request.method, path: request.path, headers: request.headers, agent: false, timeout: 5000 },
-      (res) => {
-        let body = ""
-        res.setEncoding("utf8")
-        res.on("data", (chunk: string) => {
-          body += chunk
-        })
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-        res.on("error", reject)
-      }
-    )
-    req.on("timeout", () => req.destroy(new Error("timed out")))
-    req.on("error", reject)
-    req.end(request.body)
-  })
 
 /** Checks that a proxy answers both scenarios correctly; for the gateway, that its policies run. */
 const sanityCheck = async (port: number, isGateway: boolean): Promise<Array<string>> => {
@@ -293,290 +145,9 @@ const sanityCheck = async (port: number, isGateway: boolean): Promise<Array<stri
 }
 
 // ---------------------------------------------------------------------------------------------
-// /proc readings
-
-const CLK_TCK = (() => {
-  try {
-    const value = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-    return Number.isFinite(value) && value > 0 ? value : 100
-  } catch {
-    return 100
-  }
-})()
-
-/** User + system CPU seconds of a process (all its threads) from /proc/<pid>/stat. */
-const cpuSeconds = (pid: number): number => {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
-  // Fields after "pid (comm) ": state is field 3, utime 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return (Number(fields[11] ?? NaN) + Number(fields[12] ?? NaN)) / CLK_TCK
-}
-
-/** CPU seconds the whole machine spent busy (all CPUs, /proc/stat: everything but idle and iowait). */
-const machineBusySeconds = (): number => {
-  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? ""
-  const ticks = line.trim().split(/\s+/).slice(1, 9).map(Number)
-  const [user = 0, nice = 0, system = 0, _idle = 0, _iowait = 0, irq = 0, softirq = 0, steal = 0] = ticks
-  return (user + nice + system + irq + softirq + steal) / CLK_TCK
-}
-
-interface Memory {
-  /** VmRSS, KiB. */
-  readonly rss: number
-  /** VmHWM, the peak VmRSS so far, KiB. */
-  readonly hwm: number
-  /** RssAnon (heaps) and RssFile (mapped files: mostly the node binary), KiB. */
-  readonly anon: number
-  readonly file: number
-}
-
-const memory = (pid: number): Memory => {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8")
-  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN)
-  return { rss: field("VmRSS"), hwm: field("VmHWM"), anon: field("RssAnon"), file: field("RssFile") }
-}
-
-const mib = (kib: number): number => kib / 1024
-
-// ---------------------------------------------------------------------------------------------
-// Load
-
-/** Fractional-millisecond response times (autocannon's own histogram is 1 ms coarse). */
-class Latencies {
-  private values = new Float64Array(1 << 18)
-  private count = 0
-  readonly record = (_client: unknown, _status: number, _bytes: number, ms: number): void => {
-    if (this.count === this.values.length) {
-      const grown = new Float64Array(this.values.length * 2)
-      grown.set(this.values)
-      this.values = grown
-    }
-    this.values[this.count++] = ms
-  }
-  percentiles(ps: ReadonlyArray<number>): Array<number> {
-    const sorted = this.values.slice(0, this.count).sort()
-    return ps.map((p) => sorted[Math.min(this.count - 1, Math.max(0, Math.ceil(p * this.count) - 1))] ?? NaN)
-  }
-}
-
-const load = (port: number, scenario: Scenario, seconds: number, latencies?: Latencies): Promise<autocannon.Result> =>
-  new Promise((resolve, reject) => {
-    const instance = autocannon(
-      {
-        url: `http://127.0.0.1:${port}${scenario.path}`,
-        connections: CONNECTIONS,
-        duration: seconds,
-        method: scenario.method,
-        headers: scenario.headers,
-        ...(scenario.body === undefined ? {} : { body: scenario.body })
-      },
-      (error, result) => {
-        currentLoad = undefined
-        if (error !== null) reject(error)
-        else resolve(result)
-      }
-    )
-    currentLoad = instance
-    if (latencies !== undefined) instance.on("response", latencies.record)
-  })
-
-type ProxyName = "baseline" | "gateway"
-
-interface Proxy {
-  readonly name: ProxyName
-  readonly port: number
-  readonly pid: number
-  /** Every status code answered under load (warm-up and measured), and transport failures. */
-  readonly statuses: Map<string, number>
-  errors: number
-  timeouts: number
-  /** Highest VmRSS sampled while under load, KiB. */
-  peakRssUnderLoad: number
-  /** Started, answered a probe, then left alone for a second; before any load. */
-  idle: Memory | undefined
-}
-
-interface Measurement {
-  readonly scenario: Scenario
-  readonly proxy: ProxyName
-  readonly requests: number
-  readonly seconds: number
-  readonly p50: number
-  readonly p99: number
-  readonly cpuUsPerRequest: number
-  readonly proxyCpuPercent: number
-  readonly upstreamCpuPercent: number
-  readonly clientCpuPercent: number
-  /** CPU the rest of the machine used meanwhile (other processes, the idle proxy), % of one CPU. */
-  readonly otherCpuPercent: number
-  readonly non2xx: number
-  readonly errors: number
-}
-
-const tally = (proxy: Proxy, result: autocannon.Result): void => {
-  for (const [status, { count }] of Object.entries(result.statusCodeStats)) {
-    proxy.statuses.set(status, (proxy.statuses.get(status) ?? 0) + count)
-  }
-  proxy.errors += result.errors
-  proxy.timeouts += result.timeouts
-}
-
-const sampleRss = (proxy: Proxy): () => void => {
-  const sample = () => {
-    try {
-      proxy.peakRssUnderLoad = Math.max(proxy.peakRssUnderLoad, memory(proxy.pid).rss)
-    } catch {
-      // the process is gone; the run reports it elsewhere
-    }
-  }
-  sample()
-  const timer = setInterval(sample, 100)
-  return () => {
-    clearInterval(timer)
-    sample()
-  }
-}
-
-/** Sums of the measured slots of one proxy in one scenario. */
-interface Totals {
-  cpu: number
-  upstreamCpu: number
-  clientCpu: number
-  machineCpu: number
-  wall: number
-  requests: number
-  non2xx: number
-  errors: number
-  readonly latencies: Latencies
-}
-
-/**
- * One measured slot: load for `seconds`, CPU read around it, added to `totals`. Returns the slot's
- * CPU µs/req and the CPU other processes used meanwhile (% of one CPU).
- */
-const measureSlot = async (
-  proxy: Proxy,
-  scenario: Scenario,
-  seconds: number,
-  upstreamPid: number,
-  totals: Totals
-): Promise<{ usPerRequest: number; otherPercent: number }> => {
-  const cpu0 = cpuSeconds(proxy.pid)
-  const upstream0 = cpuSeconds(upstreamPid)
-  const client0 = process.cpuUsage()
-  const machine0 = machineBusySeconds()
-  const wall0 = performance.now()
-  const result = await load(proxy.port, scenario, seconds, totals.latencies)
-  const cpu = cpuSeconds(proxy.pid) - cpu0
-  const upstreamCpu = cpuSeconds(upstreamPid) - upstream0
-  const client = process.cpuUsage(client0)
-  const machine = machineBusySeconds() - machine0
-  const wall = (performance.now() - wall0) / 1000
-  tally(proxy, result)
-  totals.cpu += cpu
-  totals.upstreamCpu += upstreamCpu
-  totals.clientCpu += (client.user + client.system) / 1e6
-  totals.machineCpu += machine
-  totals.wall += wall
-  totals.requests += result.requests.total
-  totals.non2xx += result.non2xx
-  totals.errors += result.errors
-  return {
-    usPerRequest: result.requests.total > 0 ? (cpu * 1e6) / result.requests.total : NaN,
-    otherPercent: (Math.max(0, machine - cpu - upstreamCpu - (client.user + client.system) / 1e6) / wall) * 100
-  }
-}
-
-/**
- * One scenario: a warm-up of each proxy, then ROUNDS measured rounds in ABBA order (baseline,
- * gateway, gateway, baseline, ...) so slow drift of the machine weighs on both alike.
- */
-const runScenario = async (proxies: ReadonlyArray<Proxy>, scenario: Scenario, upstreamPid: number): Promise<Array<Measurement>> => {
-  const stopSampling = proxies.map(sampleRss)
-  try {
-    for (const proxy of proxies) {
-      tally(proxy, await load(proxy.port, scenario, WARMUP_SECONDS))
-      await sleep(200)
-    }
-    const totals = new Map<ProxyName, Totals>(proxies.map((p) => [p.name, {
-      cpu: 0,
-      upstreamCpu: 0,
-      clientCpu: 0,
-      machineCpu: 0,
-      wall: 0,
-      requests: 0,
-      non2xx: 0,
-      errors: 0,
-      latencies: new Latencies()
-    }]))
-    const slotSeconds = MEASURE_SECONDS / ROUNDS
-    const perSlot = new Map<ProxyName, Array<number>>(proxies.map((p) => [p.name, []]))
-    let disturbed = 0
-    for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? proxies : [...proxies].reverse()
-      for (const proxy of order) {
-        const t = totals.get(proxy.name)
-        if (t === undefined) continue
-        const slot = await measureSlot(proxy, scenario, slotSeconds, upstreamPid, t)
-        perSlot.get(proxy.name)?.push(slot.usPerRequest)
-        if (slot.otherPercent > OTHER_CPU_WARNING) disturbed++
-        await sleep(100)
-      }
-    }
-    const spread = [...perSlot].map(([name, values]) => {
-      const sorted = [...values].sort((a, b) => a - b)
-      const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
-      return `${name} ${fixed(at(0), 1)} / ${fixed(at(0.5), 1)} / ${fixed(at(1), 1)}`
-    })
-    process.stdout.write(
-      `  CPU µs/req over ${ROUNDS} slot(s) of ${fixed(slotSeconds, 1)} s each, min / median / max: ${spread.join("; ")}` +
-        `${disturbed > 0 ? `; ${disturbed} slot(s) with other CPU > ${OTHER_CPU_WARNING}%` : ""}\n`
-    )
-    return proxies.map((proxy) => {
-      const t = totals.get(proxy.name)
-      const [p50 = NaN, p99 = NaN] = t?.latencies.percentiles([0.5, 0.99]) ?? []
-      const wall = t?.wall ?? NaN
-      const requests = t?.requests ?? 0
-      return {
-        scenario,
-        proxy: proxy.name,
-        requests,
-        seconds: wall,
-        p50,
-        p99,
-        cpuUsPerRequest: requests > 0 ? ((t?.cpu ?? NaN) * 1e6) / requests : NaN,
-        proxyCpuPercent: ((t?.cpu ?? NaN) / wall) * 100,
-        upstreamCpuPercent: ((t?.upstreamCpu ?? NaN) / wall) * 100,
-        clientCpuPercent: ((t?.clientCpu ?? NaN) / wall) * 100,
-        otherCpuPercent: (Math.max(0, (t?.machineCpu ?? NaN) - (t?.cpu ?? NaN) - (t?.upstreamCpu ?? NaN) - (t?.clientCpu ?? NaN)) / wall) * 100,
-        non2xx: t?.non2xx ?? 0,
-        errors: t?.errors ?? 0
-      }
-    })
-  } finally {
-    for (const stop of stopSampling) stop()
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Report
 
-const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, rightAligned: ReadonlySet<number>): string => {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
-  const line = (cells: ReadonlyArray<string>) =>
-    cells.map((c, i) => (rightAligned.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join("  ").trimEnd()
-  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n")
-}
-
-const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : "n/a")
-const grouped = (value: number): string => (Number.isFinite(value) ? Math.round(value).toLocaleString("en-US") : "n/a")
-const verdict = (ok: boolean): string => (ok ? "PASS" : "MISS")
-const signed = (value: number): string => `${value >= 0 ? "+" : ""}${fixed(value, 1)}`
-/** Two decimals, or three when two would round onto the target and hide which side it is on. */
-const ratioText = (ratio: number, target: number): string =>
-  fixed(ratio, 2) === fixed(target, 2) && ratio !== target ? fixed(ratio, 3) : fixed(ratio, 2)
-
-const report = (measurements: ReadonlyArray<Measurement>): string => {
+const report = (measurements: ReadonlyArray<Measurement<HttpScenario>>): string => {
   const header = ["scenario", "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "proxy CPU", "CPU vs baseline", "target", "result", "non-2xx", "errors"]
   const rows: Array<Array<string>> = []
   for (const m of measurements) {
@@ -602,7 +173,7 @@ const report = (measurements: ReadonlyArray<Measurement>): string => {
 }
 
 /** Memory of both proxies; targets apply to the gateway. Peak = max(VmHWM, highest sampled VmRSS). */
-const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<ProxyName, Memory>): string => {
+const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<string, Memory>): string => {
   const rows = proxies.map((p) => {
     const end = atEnd.get(p.name)
     const idle = p.idle
@@ -627,21 +198,6 @@ const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<ProxyNam
   )
 }
 
-const context = (measurements: ReadonlyArray<Measurement>): string =>
-  table(
-    ["scenario", "proxy", "requests", "seconds", "load generator CPU", "upstream CPU", "other CPU"],
-    measurements.map((m) => [
-      m.scenario.name,
-      m.proxy,
-      grouped(m.requests),
-      fixed(m.seconds, 2),
-      `${fixed(m.clientCpuPercent, 0)}%`,
-      `${fixed(m.upstreamCpuPercent, 0)}%`,
-      `${fixed(m.otherCpuPercent, 0)}%`
-    ]),
-    new Set([2, 3, 4, 5, 6])
-  )
-
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -657,20 +213,9 @@ const main = async (): Promise<void> => {
   const upstream = await forkServer("upstream", "upstream.ts", [])
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`
   const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [upstreamUrl])
-  const gateway = await startGateway(upstream.port)
-  const pid = (child: ChildProcess, name: string): number => {
-    if (child.pid === undefined) throw new Error(`${name} has no pid`)
-    return child.pid
-  }
-  const upstreamPid = pid(upstream.child, "upstream")
-  const proxy = (name: ProxyName, port: number, child: ChildProcess): Proxy => {
-    const id = pid(child, name)
-    // The measured pid must be node itself, not a wrapper shell.
-    const exe = readlinkSync(`/proc/${id}/exe`)
-    if (!path.basename(exe).startsWith("node")) throw new Error(`${name} pid ${id} runs ${exe}, not node`)
-    return { name, port, pid: id, statuses: new Map(), errors: 0, timeouts: 0, peakRssUnderLoad: 0, idle: undefined }
-  }
-  const proxies: ReadonlyArray<Proxy> = [proxy("baseline", baseline.port, baseline.child), proxy("gateway", gateway.port, gateway.child)]
+  const gateway = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
+  const upstreamPid = pidOf(upstream.child, "upstream")
+  const proxies: ReadonlyArray<Proxy> = [proxyOf("baseline", baseline.port, baseline.child), proxyOf("gateway", gateway.port, gateway.child)]
   process.stdout.write(
     `upstream :${upstream.port}, ${proxies.map((p) => `${p.name} :${p.port} (pid ${p.pid})`).join(", ")}\n`
   )
@@ -688,7 +233,7 @@ const main = async (): Promise<void> => {
     )
   }
 
-  const measurements: Array<Measurement> = []
+  const measurements: Array<Measurement<HttpScenario>> = []
   for (const scenario of SELECTED) {
     process.stdout.write(`running ${scenario.name} ...\n`)
     measurements.push(...await runScenario(proxies, scenario, upstreamPid))
@@ -725,12 +270,4 @@ const main = async (): Promise<void> => {
   )
 }
 
-const exitCode = await main().then(
-  () => 0,
-  (error: unknown) => {
-    if (!interrupted) process.stderr.write(`benchmark failed: ${error instanceof Error ? error.stack ?? error.message : String(error)}\n`)
-    return interrupted ? 130 : 1
-  }
-)
-await stopAll(5000)
-process.exit(exitCode)
+await runMain(main)

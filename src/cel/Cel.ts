@@ -72,6 +72,11 @@ export interface Program {
   eval(activation: object): Result.Result<unknown, CelError>
   /** `true` only for a boolean `true`; errors and non-booleans are `false`. */
   evalBool(activation: object): boolean
+  /**
+   * The boolean result, or `onError` for an error or a non-boolean: a fail-closed check (an
+   * authorization deny rule) passes `true`. Allocates nothing, unlike `eval`.
+   */
+  evalBoolOr(activation: object, onError: boolean): boolean
   /** The value as text (strings as is, numbers and booleans formatted, bytes as UTF-8, others as JSON); `undefined` on error. */
   evalString(activation: object): string | undefined
   /** The raw CEL value, `undefined` on error. */
@@ -118,6 +123,15 @@ class CompiledProgram implements Program {
       return this.run(activation) === true
     } catch {
       return false
+    }
+  }
+
+  evalBoolOr(activation: object, onError: boolean): boolean {
+    try {
+      const value = this.run(activation)
+      return typeof value === "boolean" ? value : onError
+    } catch {
+      return onError
     }
   }
 

@@ -10,6 +10,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as Authorization from "../policies/Authorization.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as Cors from "../policies/Cors.ts"
 import * as Delay from "../policies/Delay.ts"
@@ -18,6 +19,7 @@ import * as HeaderModifier from "../policies/HeaderModifier.ts"
 import * as RequestMirror from "../policies/RequestMirror.ts"
 import * as Retry from "../policies/Retry.ts"
 import * as Timeout from "../policies/Timeout.ts"
+import * as Transformations from "../policies/Transformations.ts"
 import * as Csrf from "../policies/Csrf.ts"
 import * as LocalRateLimit from "../policies/LocalRateLimit.ts"
 import * as RequestRedirect from "../policies/RequestRedirect.ts"
@@ -71,7 +73,7 @@ const unsupportedPolicies = {
   requestMirror: opt(RequestMirror.Config, "Sends a fire-and-forget copy of a share of the requests (without body) to another backend."),
   mcpAuthorization: unsupported("policy mcpAuthorization"),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
-  authorization: unsupported("policy authorization"),
+  authorization: opt(Authorization.Config, "CEL authorization rules for requests on this route (403 when denied)."),
   mcpAuthentication: unsupported("policy mcpAuthentication"),
   a2a: unsupported("policy a2a"),
   ai: unsupported("policy ai"),
@@ -86,7 +88,7 @@ const unsupportedPolicies = {
   apiKey: unsupported("policy apiKey"),
   extAuthz: unsupported("policy extAuthz"),
   extProc: unsupported("policy extProc"),
-  transformations: unsupported("policy transformations"),
+  transformations: opt(Transformations.Config, "CEL edits of the request (before forwarding) and the response: headers, pseudo-headers, body, metadata."),
   csrf: opt(Csrf.Config, "Rejects cross-origin state-changing requests (403) unless same-origin or trusted."),
   buffer: unsupported("policy buffer"),
   timeout: opt(Timeout.Config, "Deadlines for the request (504 `request timeout`) and for each backend attempt (504 `upstream call timeout`)."),
@@ -108,10 +110,10 @@ const gatewayPolicyFields = {
   cors: opt(Cors.Config, "Cross-origin resource sharing, evaluated before route selection."),
   oidc: unsupported("policy oidc"),
   jwtAuth: unsupported("policy jwtAuth"),
-  authorization: unsupported("policy authorization"),
+  authorization: opt(Authorization.Config, "CEL authorization rules, evaluated before route selection (403 when denied)."),
   extAuthz: unsupported("policy extAuthz"),
   extProc: unsupported("policy extProc"),
-  transformations: unsupported("policy transformations"),
+  transformations: opt(Transformations.Config, "CEL edits of the request and response, applied before route selection."),
   basicAuth: unsupported("policy basicAuth"),
   apiKey: unsupported("policy apiKey")
 } as const
@@ -126,7 +128,7 @@ export type GatewayPolicy = typeof GatewayPolicy.Type
 export const BackendPolicies = Schema.Struct({
   requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes request headers sent to this backend."),
   responseHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of this backend's responses."),
-  transformations: unsupported("policy transformations"),
+  transformations: opt(Transformations.Config, "CEL edits of the request sent to this backend and of its responses."),
   backendTLS: opt(BackendTls.Config, "TLS used when connecting to this backend."),
   backendAuth: unsupported("policy backendAuth"),
   http: unsupported("policy http"),
@@ -135,7 +137,7 @@ export const BackendPolicies = Schema.Struct({
   requestRedirect: opt(RequestRedirect.Config, "Answers with a redirect instead of forwarding to this backend."),
   health: unsupported("policy health"),
   extAuthz: unsupported("policy extAuthz"),
-  authorization: unsupported("policy authorization"),
+  authorization: opt(Authorization.Config, "CEL authorization rules, evaluated after this backend is selected (403 when denied)."),
   mcpAuthorization: unsupported("policy mcpAuthorization"),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
   a2a: unsupported("policy a2a"),

@@ -15,8 +15,11 @@
  * They live as long as the config snapshot, so a reload starts them full again. Time is the
  * Effect `Clock`'s monotonic time.
  *
- * `type: tokens` (LLM token budgets) and the `conditional` form (CEL) are rejected until the
- * LLM gateway and CEL land.
+ * `{conditional: [{condition, maxTokens, …}, …]}` (Conditional.ts): each entry is one bucket;
+ * the first entry whose condition holds is the request's bucket, no match means no limit.
+ * Each entry's bucket is shared by every request that selects it.
+ *
+ * `type: tokens` (LLM token budgets) is rejected until the LLM gateway lands.
  *
  * @since 0.1.0
  */
@@ -24,10 +27,12 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Duration from "../config/Duration.ts"
-import { DurationString, opt, req, unsupported, unsupportedMessage } from "../config/Fields.ts"
+import { DurationString, opt, req, unsupportedMessage } from "../config/Fields.ts"
+import type { Middleware } from "../pipeline/Policy.ts"
 import * as Policy from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as Conditional from "./Conditional.ts"
 
 const atLeastOne = (field: string) =>
   Schema.Int.check(Schema.makeFilter((n: number) => n >= 1 || `${field} must be at least 1 (got ${n})`))
@@ -40,24 +45,32 @@ const LimitType = Schema.Literals(["requests", "tokens"]).check(
   Schema.makeFilter((t: string) => t === "requests" || unsupportedMessage(`localRateLimit type "${t}" (LLM token budgets)`))
 )
 
-export const Bucket = Schema.Struct({
+const bucketFields = {
   maxTokens: req(atLeastOne("maxTokens"), "Capacity of the bucket; it starts full."),
   tokensPerFill: req(atLeastOne("tokensPerFill"), "Tokens added every `fillInterval` (at most `maxTokens`)."),
   fillInterval: req(FillInterval, "How often `tokensPerFill` tokens are added, e.g. \"1s\"."),
   type: opt(LimitType, "What a token stands for: `requests` (one per request, the default).")
-}).check(
-  Schema.makeFilter((b: { readonly maxTokens: number; readonly tokensPerFill: number }) =>
-    b.tokensPerFill <= b.maxTokens || {
-      path: ["tokensPerFill"],
-      issue: `tokensPerFill (${b.tokensPerFill}) may not exceed maxTokens (${b.maxTokens})`
-    }
-  )
-).annotate({ description: "A token bucket." })
+}
+
+const fillWithinCapacity = Schema.makeFilter((b: { readonly maxTokens: number; readonly tokensPerFill: number }) =>
+  b.tokensPerFill <= b.maxTokens || {
+    path: ["tokensPerFill"],
+    issue: `tokensPerFill (${b.tokensPerFill}) may not exceed maxTokens (${b.maxTokens})`
+  }
+)
+
+export const Bucket = Schema.Struct(bucketFields).check(fillWithinCapacity).annotate({ description: "A token bucket." })
 export type Bucket = typeof Bucket.Type
+
+/** One entry of the conditional form: a single bucket, used when its condition holds. */
+export const Entry = Schema.Struct({ condition: Conditional.condition, ...bucketFields }).check(fillWithinCapacity).annotate({
+  description: "A token bucket applied when its condition holds."
+})
+export type Entry = typeof Entry.Type
 
 export const Config = Schema.Union([
   Schema.Array(Bucket).annotate({ description: "Token buckets; a request needs a token from each." }),
-  Schema.Struct({ conditional: unsupported("conditional localRateLimit (CEL)") })
+  Conditional.Config(Entry, "Conditional rate limits: the first entry whose condition holds is the bucket for the request; none: no limit.")
 ]).annotate({ description: "Local rate limits: token buckets kept in this process." })
 export type Config = typeof Config.Type
 
@@ -98,44 +111,48 @@ const nanosPerMilli = 1_000_000
  * Buckets per declaration, for the life of the decoded config object (one snapshot): a policy
  * merged into several routes is built once per route, and must still count once.
  */
-const declared = new WeakMap<object, ReadonlyArray<TokenBucket>>()
+const declared = new WeakMap<object, TokenBucket>()
+
+const rateLimited = ProxyError.make({ _tag: "RateLimited" })
+
+const limiter = (specs: ReadonlyArray<Bucket | Entry>, now: () => number): Middleware => {
+  if (specs.length === 0) return (next) => next
+  const all = specs.map((b) => {
+    let bucket = declared.get(b)
+    if (bucket === undefined) {
+      bucket = new TokenBucket(b.maxTokens, b.tokensPerFill, Duration.parseMillis(b.fillInterval), now())
+      declared.set(b, bucket)
+    }
+    return bucket
+  })
+  return (next) =>
+    Effect.flatMap(currentRequest, (ctx) => {
+      const t = now()
+      let empty: TokenBucket | undefined
+      for (const b of all) {
+        b.refill(t)
+        if (b.available < 1 && (empty === undefined || b.refillAt > empty.refillAt)) empty = b
+      }
+      if (empty !== undefined) {
+        queueHeaders(ctx, empty, t)
+        return Effect.fail(rateLimited)
+      }
+      let tightest = all[0]!
+      for (const b of all) {
+        b.available -= 1
+        if (b.available < tightest.available || (b.available === tightest.available && b.refillAt > tightest.refillAt)) tightest = b
+      }
+      queueHeaders(ctx, tightest, t)
+      return next
+    })
+}
 
 export const policy = Policy.define({
   key: "localRateLimit",
-  make: (config) =>
-    Effect.flatMap(Clock.clockWith(Effect.succeed), (clock) =>
-      Effect.sync(() => {
-        // The conditional form never decodes (it is `unsupported`); only lists reach here.
-        if (!Array.isArray(config) || config.length === 0) return (next) => next
-        const now = () => Number(clock.monotonicTimeNanosUnsafe()) / nanosPerMilli
-        let buckets = declared.get(config)
-        if (buckets === undefined) {
-          const start = now()
-          buckets = config.map((b: Bucket) => new TokenBucket(b.maxTokens, b.tokensPerFill, Duration.parseMillis(b.fillInterval), start))
-          declared.set(config, buckets)
-        }
-        const all = buckets
-        const rateLimited = ProxyError.make({ _tag: "RateLimited" })
-        return (next) =>
-          Effect.flatMap(currentRequest, (ctx) => {
-            const t = now()
-            let empty: TokenBucket | undefined
-            for (const b of all) {
-              b.refill(t)
-              if (b.available < 1 && (empty === undefined || b.refillAt > empty.refillAt)) empty = b
-            }
-            if (empty !== undefined) {
-              queueHeaders(ctx, empty, t)
-              return Effect.fail(rateLimited)
-            }
-            let tightest = all[0]!
-            for (const b of all) {
-              b.available -= 1
-              if (b.available < tightest.available || (b.available === tightest.available && b.refillAt > tightest.refillAt)) tightest = b
-            }
-            queueHeaders(ctx, tightest, t)
-            return next
-          })
-      })
-    )
+  make: (config, env, path) =>
+    Effect.flatMap(Clock.clockWith(Effect.succeed), (clock) => {
+      const now = () => Number(clock.monotonicTimeNanosUnsafe()) / nanosPerMilli
+      if (!("conditional" in config)) return Effect.succeed(limiter(config, now))
+      return Conditional.make(config.conditional, env, path, (entry) => Effect.succeed(limiter([entry], now)))
+    })
 })

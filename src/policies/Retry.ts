@@ -18,20 +18,30 @@
  * - A retried attempt's response body is aborted as soon as the retry is decided, so its
  *   pooled connection is released rather than left paused.
  *
- * `precondition` and `condition` are CEL and are refused until the CEL engine lands.
+ * - `precondition` (CEL on the request) is evaluated once, before the first attempt: unless it
+ *   is `true` the request gets that one attempt and no retries, and its body is not buffered
+ *   for replay. Upstream evaluates it earlier in the route phase (before rate limits and
+ *   transformations); here it sees the request as the backend will, after every route policy.
+ * - `condition` (CEL on each attempt's response) retries the attempt when it is `true`, in
+ *   addition to (OR) a status in `codes`, as upstream's schema says. An error is `false`. A
+ *   condition that reads `response.body` gets it buffered (ResponseBody.read, up to
+ *   `maxBufferSize`; over that it is absent and the condition errors).
  *
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as Cel from "../cel/Cel.ts"
+import * as CelContext from "../cel/Context.ts"
 import * as Duration from "../config/Duration.ts"
-import { DurationString, opt, req, unsupported } from "../config/Fields.ts"
+import { DurationString, opt, req } from "../config/Fields.ts"
 import type { Handler } from "../pipeline/Policy.ts"
 import * as Policy from "../pipeline/Policy.ts"
 import type * as ProxyError from "../pipeline/ProxyError.ts"
 import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import * as RequestBody from "../pipeline/RequestBody.ts"
+import * as ResponseBody from "../pipeline/ResponseBody.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 
@@ -53,8 +63,11 @@ export const Config = Schema.Struct({
     Schema.Array(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))),
     "Response statuses that are retried, e.g. `[429, 503]`. Connection failures are always retried."
   ),
-  precondition: unsupported("retry.precondition (CEL)"),
-  condition: unsupported("retry.condition (CEL)")
+  precondition: opt(
+    Schema.String,
+    "CEL expression on the request, evaluated before the first attempt; unless true, the request is not retried (and its body not buffered)."
+  ),
+  condition: opt(Schema.String, "CEL expression on each attempt's response; true retries it, in addition to a status in `codes`.")
 }).annotate({ description: "Retries failed backend attempts." })
 export type Config = typeof Config.Type
 
@@ -88,11 +101,29 @@ const retryable = (error: ProxyError.ProxyError): boolean => error.reason._tag =
 
 export const policy = Policy.define({
   key: "retry",
-  make: (config) =>
-    Effect.sync(() => {
+  make: (config, env, path) =>
+    Effect.gen(function*() {
+      const precondition = config.precondition === undefined || config.precondition === null
+        ? undefined
+        : yield* Cel.compileBool(config.precondition, `${path}.precondition`)
+      const condition = config.condition === undefined || config.condition === null
+        ? undefined
+        : yield* Cel.compileBool(config.condition, `${path}.condition`)
+      const readPreconditionBody = precondition !== undefined && CelContext.needsBody(precondition)
+        ? CelContext.bodyReader(precondition, env.maxBufferSize)
+        : undefined
+      const conditionReadsBody = condition !== undefined && condition.references.responseBody
       const retries = config.attempts ?? 1
       const backoffMs = config.backoff === undefined || config.backoff === null ? 0 : Duration.parseMillis(config.backoff)
       const codes = new Set(config.codes)
+      /** Whether a response asks for a retry: a listed status, or the condition. */
+      const wantsRetry = (ctx: ProxyRequest, response: ProxyResponse): Effect.Effect<boolean, ProxyError.ProxyError> => {
+        if (codes.has(response.status)) return Effect.succeed(true)
+        if (condition === undefined) return Effect.succeed(false)
+        if (!conditionReadsBody) return Effect.succeed(condition.evalBool(CelContext.forResponse(ctx, response)))
+        return Effect.map(ResponseBody.read(ctx, response, env.maxBufferSize), () => condition.evalBool(CelContext.forResponse(ctx, response)))
+      }
+
       return (next) => {
         const pause = (ms: number, then: Handler): Handler => (ms > 0 ? Effect.andThen(Effect.sleep(ms), then) : then)
 
@@ -115,11 +146,12 @@ export const policy = Policy.define({
           // The next attempt is built only once this one asked for it.
           return Effect.matchEffect(run, {
             onFailure: (error) => (retryable(error) ? pause(backoffMs, attempt(ctx, original, n + 1)) : Effect.fail(error)),
-            onSuccess: (response) => {
-              if (!codes.has(response.status)) return Effect.succeed(response)
-              discard(response)
-              return Effect.flatMap(waitFor(response), (ms) => pause(ms, attempt(ctx, original, n + 1)))
-            }
+            onSuccess: (response) =>
+              Effect.flatMap(wantsRetry(ctx, response), (retry) => {
+                if (!retry) return Effect.succeed(response)
+                discard(response)
+                return Effect.flatMap(waitFor(response), (ms) => pause(ms, attempt(ctx, original, n + 1)))
+              })
           })
         }
 
@@ -129,12 +161,18 @@ export const policy = Policy.define({
           return attempt(ctx, original, 0)
         }
 
-        return Effect.flatMap(currentRequest, (ctx) => {
+        const start = (ctx: ProxyRequest): Handler => {
+          if (precondition !== undefined && !precondition.evalBool(CelContext.forRequest(ctx))) return next
           if (!ctx.hasBody) return loop(ctx)
           return Effect.flatMap(RequestBody.read(ctx, MAX_REPLAY_BYTES), (bytes) =>
             // Larger than the replay limit (or buffered larger by another policy): one attempt, no retries.
             bytes === undefined || bytes.length > MAX_REPLAY_BYTES ? next : loop(ctx))
-        })
+        }
+
+        return Effect.flatMap(currentRequest, (ctx) =>
+          readPreconditionBody !== undefined && ctx.body._tag === "Stream"
+            ? Effect.flatMap(readPreconditionBody(ctx), () => start(ctx))
+            : start(ctx))
       }
     })
 })

@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import type { Policy, PolicyKey } from "../pipeline/Policy.ts"
+import * as Authorization from "./Authorization.ts"
 import * as Cors from "./Cors.ts"
 import * as DirectResponse from "./DirectResponse.ts"
 import * as HeaderModifier from "./HeaderModifier.ts"
@@ -16,11 +17,13 @@ import * as Delay from "./Delay.ts"
 import * as RequestMirror from "./RequestMirror.ts"
 import * as Retry from "./Retry.ts"
 import * as Timeout from "./Timeout.ts"
+import * as Transformations from "./Transformations.ts"
 
 export type Registry = { readonly [K in PolicyKey]?: Policy<K> }
 
 export const registry: Registry = {
   cors: Cors.policy,
+  authorization: Authorization.policy,
   directResponse: DirectResponse.policy,
   requestHeaderModifier: HeaderModifier.request,
   responseHeaderModifier: HeaderModifier.response,
@@ -31,8 +34,11 @@ export const registry: Registry = {
   timeout: Timeout.policy,
   retry: Retry.policy,
   requestMirror: RequestMirror.policy,
-  delay: Delay.policy
+  delay: Delay.policy,
+  transformations: Transformations.policy
 }
 
 export { Cors, Csrf, DirectResponse, HeaderModifier, LocalRateLimit, RequestRedirect, UrlRewrite }
 export { Delay, RequestMirror, Retry, Timeout }
+export { Transformations }
+export { Authorization }

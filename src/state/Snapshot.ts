@@ -97,7 +97,13 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
         : Effect.timeoutOrElse(HttpBackend.call(pool, ctx), { duration: timeoutMs, orElse: upstreamTimeout })
     })
     const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
-    return Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
+    const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
+    if (middlewares.size === 0) return pipeline
+    // Backend-phase policies run once this backend is chosen, so CEL `backend.name` names it.
+    return Effect.flatMap(currentRequest, (ctx) => {
+      ctx.backend = ref.name
+      return pipeline
+    })
   })
 
 /** Weighted random choice over the route's backends, precomputed as cumulative weights. */

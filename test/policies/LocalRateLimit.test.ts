@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import type { Handler } from "../../src/pipeline/Policy.ts"
 import * as ProxyError from "../../src/pipeline/ProxyError.ts"
@@ -137,4 +137,35 @@ describe("localRateLimit", () => {
       const { send } = yield* limiter([])
       assert.deepStrictEqual(yield* send, { status: 200, body: "upstream", headers: {} })
     }))
+
+  it.effect("conditional: the first matching entry's bucket limits the request; no match, no limit", () =>
+    Effect.gen(function*() {
+      const config = Schema.decodeUnknownSync(LocalRateLimit.Config)({
+        conditional: [
+          { condition: 'request.headers["x-tier"] == "free"', maxTokens: 1, tokensPerFill: 1, fillInterval: "1m" },
+          { condition: 'request.headers["x-tier"] == "pro"', maxTokens: 2, tokensPerFill: 1, fillInterval: "1m" }
+        ]
+      })
+      const scope = yield* Scope.make()
+      const middleware = yield* Effect.orDie(Scope.provide(LocalRateLimit.policy.make(config, buildEnv(), "policies.localRateLimit"), scope))
+      const handler = middleware(upstream().handler)
+      const send = (tier: string | undefined) =>
+        Effect.gen(function*() {
+          const req = request(tier === undefined ? {} : { headers: { "x-tier": tier } })
+          const exit = yield* Effect.exit(Effect.provideService(handler, RequestContext, req))
+          return { ok: Exit.isSuccess(exit), remaining: req.queuedResponseHeaders?.find(([k]) => k === "x-ratelimit-remaining")?.[1] }
+        })
+      assert.deepStrictEqual(yield* send("free"), { ok: true, remaining: "0" })
+      assert.deepStrictEqual(yield* send("free"), { ok: false, remaining: "0" })
+      assert.deepStrictEqual(yield* send("pro"), { ok: true, remaining: "1" })
+      assert.deepStrictEqual(yield* send("pro"), { ok: true, remaining: "0" })
+      assert.deepStrictEqual(yield* send("pro"), { ok: false, remaining: "0" })
+      assert.deepStrictEqual(yield* send(undefined), { ok: true, remaining: undefined })
+    }))
+
+  it("conditional config errors: a non-last entry without condition; an entry over capacity", () => {
+    const decode = Schema.decodeUnknownSync(LocalRateLimit.Config)
+    assert.throws(() => decode({ conditional: [{ maxTokens: 1, tokensPerFill: 1, fillInterval: "1s" }, { condition: "true", maxTokens: 1, tokensPerFill: 1, fillInterval: "1s" }] }), /only the last entry may omit it/)
+    assert.throws(() => decode({ conditional: [{ condition: "true", maxTokens: 1, tokensPerFill: 2, fillInterval: "1s" }] }), /may not exceed maxTokens/)
+  })
 })

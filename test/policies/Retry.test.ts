@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Schema } from "effect"
+import { Effect, Fiber, Schema, Scope } from "effect"
 import { TestClock } from "effect/testing"
 import { IncomingMessage } from "node:http"
 import { Socket } from "node:net"
@@ -9,7 +9,7 @@ import { ProxyResponse, type StreamBody } from "../../src/pipeline/ProxyResponse
 import { ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
 import * as Retry from "../../src/policies/Retry.ts"
 import * as Headers from "../../src/shared/headers.ts"
-import { run } from "../support/Policies.ts"
+import { buildEnv, run } from "../support/Policies.ts"
 import { request } from "../support/Requests.ts"
 
 type Outcome = number | ProxyError.ProxyErrorReason | { readonly status: number; readonly headers: Record<string, string> }
@@ -208,13 +208,53 @@ describe("retry", () => {
       assert.strictEqual(next.attempts.length, 1)
     }))
 
-  it("decodes upstream's shape and refuses CEL conditions for now", () => {
+  it("decodes upstream's shape, CEL conditions included", () => {
     assert.strictEqual(Schema.decodeUnknownExit(Retry.Config)({ attempts: 2, codes: [429] })._tag, "Success")
     assert.strictEqual(Schema.decodeUnknownExit(Retry.Config)({ attempts: 2 })._tag, "Failure")
     assert.strictEqual(Schema.decodeUnknownExit(Retry.Config)({ attempts: 0, codes: [] })._tag, "Failure")
-    const cel = Schema.decodeUnknownExit(Retry.Config)({ codes: [503], precondition: "request.method == \"GET\"" })
-    assert.include(String(cel), "retry.precondition (CEL) is not supported yet by effect-agentgateway")
+    const cel = Schema.decodeUnknownExit(Retry.Config)({ codes: [503], precondition: "request.method == \"GET\"", condition: "response.code == 500" })
+    assert.strictEqual(cel._tag, "Success")
   })
+
+  it.effect("precondition false: one attempt, no retries; true: retried as usual", () =>
+    Effect.gen(function*() {
+      const config = { attempts: 2, codes: [503], precondition: 'request.method == "GET"' }
+      const post = upstream(503, 200)
+      assert.strictEqual((yield* run(Retry.policy, config, post.handler, request({ method: "POST" }))).status, 503)
+      assert.deepStrictEqual(post.attempts, [undefined])
+      const get = upstream(503, 200)
+      assert.strictEqual((yield* run(Retry.policy, config, get.handler, request())).status, 200)
+      assert.deepStrictEqual(get.attempts, [undefined, "1"])
+    }))
+
+  it.effect("a precondition that errors counts as false; a body is then not buffered for replay", () =>
+    Effect.gen(function*() {
+      const next = upstream(503, 200)
+      const req = withBody(10)
+      const response = yield* run(Retry.policy, { codes: [503], precondition: 'request.headers["x-retry"] == "yes"' }, next.handler, req)
+      assert.strictEqual(response.status, 503)
+      assert.deepStrictEqual(next.attempts, [undefined])
+      assert.strictEqual(req.body._tag, "Stream")
+    }))
+
+  it.effect("condition retries a response it matches, in addition to codes", () =>
+    Effect.gen(function*() {
+      const config = { attempts: 3, codes: [503], condition: 'response.headers["x-upstream-state"] == "warming"' }
+      const next = upstream({ status: 200, headers: { "x-upstream-state": "warming" } }, 503, { status: 200, headers: { "x-upstream-state": "ready" } })
+      const response = yield* run(Retry.policy, config, next.handler, request())
+      assert.strictEqual(response.status, 200)
+      assert.strictEqual(response.headers["x-upstream-state"], "ready")
+      assert.deepStrictEqual(next.attempts, [undefined, "1", "2"])
+      assert.isTrue(next.bodies[0]!.state.aborted)
+    }))
+
+  it.effect("bad CEL in precondition or condition is a ConfigError at its path", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const make = (config: Retry.Config) => Effect.exit(Scope.provide(Retry.policy.make(config, buildEnv(), "r.policies.retry"), scope))
+      assert.include(String(yield* make({ codes: [], precondition: "request.method ==" })), "r.policies.retry.precondition: invalid CEL expression")
+      assert.include(String(yield* make({ codes: [], condition: "response.code" })), "r.policies.retry.condition: invalid CEL expression")
+    }))
 
   it("reads Retry-After seconds and dates", () => {
     assert.strictEqual(Retry.retryAfterMillis("7", 0), 7000)
