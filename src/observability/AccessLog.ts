@@ -1,7 +1,10 @@
 /**
  * One access-log event per request (agentgateway's `request` target at info level), as
- * `key=value` text or one JSON object per line. Lines are batched and written once per event
- * loop turn so a busy gateway makes one write call per batch, not per request.
+ * `key=value` text or one JSON object per line. Lines are batched: written at most
+ * `FLUSH_INTERVAL_MS` after the first line of a batch, or at once when `FLUSH_BYTES` have
+ * accumulated, so a busy gateway makes about a hundred write calls a second whatever its request
+ * rate (one per event-loop turn cost ~2 µs per request in bench/http). At shutdown `drain` writes
+ * what is left; a crash may lose the last batch.
  *
  * @since 0.1.0
  */
@@ -14,16 +17,24 @@ export interface Sink {
 
 const NEEDS_QUOTES = /[\s"=]/
 
+/** Longest a logged line waits before it is written. */
+export const FLUSH_INTERVAL_MS = 10
+/** Batch size that is written at once, without waiting for the interval. */
+export const FLUSH_BYTES = 64 * 1024
+
 export class AccessLog {
   private buffer = ""
   private lastMs = 0
   private lastTime = ""
-  private scheduled = false
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined
   private readonly format: "text" | "json"
   private readonly removed: ReadonlySet<string>
   private readonly sink: Sink
   private readonly flush = () => {
-    this.scheduled = false
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
     const out = this.buffer
     this.buffer = ""
     if (out !== "") this.sink.write(out)
@@ -62,9 +73,11 @@ export class AccessLog {
       }
     }
     this.buffer += line + "\n"
-    if (!this.scheduled) {
-      this.scheduled = true
-      setImmediate(this.flush)
+    if (this.buffer.length >= FLUSH_BYTES) this.flush()
+    else if (this.timer === undefined) {
+      // Unreferenced: a pending batch never keeps the process alive (shutdown drains it).
+      this.timer = setTimeout(this.flush, FLUSH_INTERVAL_MS)
+      this.timer.unref()
     }
   }
 

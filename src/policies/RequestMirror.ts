@@ -26,6 +26,7 @@ import * as Random from "effect/Random"
 import * as Schema from "effect/Schema"
 import { exactlyOneOf, opt, req, unsupported } from "../config/Fields.ts"
 import type { Handler } from "../pipeline/Policy.ts"
+import * as Deadline from "../pipeline/Deadline.ts"
 import * as Policy from "../pipeline/Policy.ts"
 import type { BodySink, ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import { currentRequest, ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
@@ -140,8 +141,7 @@ export const policy = Policy.define({
             body.pipeTo(sink)
           })
         }
-        return Effect.flatMap(call, drain).pipe(
-          Effect.timeoutOrElse({ duration: MIRROR_TIMEOUT_MS, orElse: mirrorTimeout }),
+        return Deadline.within(Effect.flatMap(call, drain), MIRROR_TIMEOUT_MS, mirrorTimeout).pipe(
           Effect.catchCause(logFailure),
           Effect.ensuring(Effect.sync(() => {
             inFlight--

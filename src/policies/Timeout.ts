@@ -19,6 +19,7 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Duration from "../config/Duration.ts"
 import { DurationString, opt } from "../config/Fields.ts"
+import * as Deadline from "../pipeline/Deadline.ts"
 import * as Policy from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
@@ -47,7 +48,7 @@ export const policy = Policy.define({
       const requestMs = millis(config.requestTimeout)
       const backendMs = millis(config.backendRequestTimeout)
       return (next) => {
-        const bounded = requestMs === undefined ? next : Effect.timeoutOrElse(next, { duration: requestMs, orElse: requestTimeout })
+        const bounded = requestMs === undefined ? next : Deadline.within(next, requestMs, requestTimeout)
         if (backendMs === undefined) return bounded
         return Effect.flatMap(currentRequest, (ctx) => {
           ctx.backendRequestTimeoutMs = backendMs

@@ -13,6 +13,7 @@ import { ConfigError } from "../config/ConfigError.ts"
 import { parseHostTarget } from "../config/Normalize.ts"
 import type * as Ir from "../ir/Ir.ts"
 import * as Tls from "../listeners/Tls.ts"
+import * as Deadline from "../pipeline/Deadline.ts"
 import * as Pipeline from "../pipeline/Pipeline.ts"
 import type { BackendSpec, BuildEnv, Handler, Middleware, PolicyKey } from "../pipeline/Policy.ts"
 import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
@@ -94,7 +95,7 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
       // Applied here, per attempt, so a retry gets the whole budget again; the interruption aborts the exchange.
       return timeoutMs === undefined
         ? HttpBackend.call(pool, ctx)
-        : Effect.timeoutOrElse(HttpBackend.call(pool, ctx), { duration: timeoutMs, orElse: upstreamTimeout })
+        : Deadline.within(HttpBackend.call(pool, ctx), timeoutMs, upstreamTimeout)
     })
     const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
     const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
