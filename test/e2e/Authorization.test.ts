@@ -3,28 +3,11 @@
  * sent with `node:http` so every header is exactly what the test wrote. Covers the three
  * phases (listener before route selection, route, backend) and the accumulation of rule sets.
  */
-import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { startUpstream, type Upstream } from "../support/Upstream.ts"
+import { type Reply, send } from "../support/Client.ts"
 
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
-}
-
-const send = (port: number, method: string, target: string, headers: Record<string, string> = {}, body?: string): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path: target, headers, agent: false }, (res) => {
-      let text = ""
-      res.setEncoding("utf8")
-      res.on("data", (c: string) => (text += c))
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }))
-    })
-    req.on("error", reject)
-    req.end(body)
-  })
 
 const expectDenied = (reply: Reply) => {
   expect(reply.status).toBe(403)
@@ -164,14 +147,14 @@ policies:
 
   it("a rule reading request.body sees the body, and the upstream still gets it whole", async () => {
     const body = JSON.stringify({ action: "read", pad: "x".repeat(10_000) })
-    const res = await send(port, "POST", "/body", { "content-type": "application/json" }, body)
+    const res = await send(port, "POST", "/body", { "content-type": "application/json" }, { body })
     expect(res.status).toBe(200)
     // The upstream's /body endpoint pipes the body back as it arrives.
     expect(res.body.length).toBe(body.length)
     expect(res.body).toBe(body)
-    expectDenied(await send(port, "POST", "/body", {}, JSON.stringify({ action: "write" })))
+    expectDenied(await send(port, "POST", "/body", {}, { body: JSON.stringify({ action: "write" }) }))
     // Not JSON: json() errors, the allow rule does not allow.
-    expectDenied(await send(port, "POST", "/body", {}, "plain"))
+    expectDenied(await send(port, "POST", "/body", {}, { body: "plain" }))
   })
 
   it("a listener-level deny (gateway phase) denies although the route allows", async () => {

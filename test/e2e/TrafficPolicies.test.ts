@@ -10,24 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as YAML from "yaml"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { startUpstream, type Upstream } from "../support/Upstream.ts"
+import { type Reply, send } from "../support/Client.ts"
 
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
-}
-
-const send = (port: number, method: string, target: string, headers: Record<string, string> = {}): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path: target, headers, agent: false }, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (c: string) => (body += c))
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-    })
-    req.on("error", reject)
-    req.end()
-  })
 
 const echoed = (reply: Reply) => JSON.parse(reply.body) as { method: string; url: string; headers: Record<string, string> }
 

@@ -2,28 +2,11 @@
  * transformations (gateway, route and backend phase), CEL direct responses and retry
  * conditions through real sockets: the real gateway from YAML, a real upstream.
  */
-import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { startUpstream, type Upstream } from "../support/Upstream.ts"
+import { type Reply, send } from "../support/Client.ts"
 
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
-}
-
-const send = (port: number, method: string, target: string, headers: Record<string, string> = {}, body?: string): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, method, path: target, headers, agent: false }, (res) => {
-      let data = ""
-      res.setEncoding("utf8")
-      res.on("data", (c: string) => (data += c))
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: data }))
-    })
-    req.on("error", reject)
-    req.end(body)
-  })
 
 const echoed = (reply: Reply) => JSON.parse(reply.body) as { method: string; url: string; headers: Record<string, string>; body: string }
 
@@ -132,11 +115,11 @@ binds:
   })
 
   it("over maxBufferSize the upstream body streams through untouched and response.body is absent", async () => {
-    const small = await send(port, "POST", "/big/body", { "content-type": "text/plain" }, "tiny")
+    const small = await send(port, "POST", "/big/body", { "content-type": "text/plain" }, { body: "tiny" })
     expect(small.body).toBe("tiny!")
     expect(small.headers["x-has-body"]).toBe("true")
     const payload = "x".repeat(5000)
-    const big = await send(port, "POST", "/big/body", { "content-type": "text/plain" }, payload)
+    const big = await send(port, "POST", "/big/body", { "content-type": "text/plain" }, { body: payload })
     expect(big.status).toBe(200)
     expect(big.headers["x-has-body"]).toBe("false")
     expect(big.body).toBe(payload)

@@ -10,6 +10,7 @@ import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import * as YAML from "yaml"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { type Reply, send } from "../support/Client.ts"
 
 const example = path.resolve(import.meta.dirname, "../../../shared/reference/agentgateway/examples/traffic-http/config.yaml")
 
@@ -59,23 +60,6 @@ const startBackend = (): Promise<Server> => {
   })
 }
 
-interface Reply {
-  readonly status: number
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
-}
-
-const send = (port: number, method: string, target: string, headers: Record<string, string> = {}, host = "127.0.0.1"): Promise<Reply> =>
-  new Promise((resolve, reject) => {
-    const req = http.request({ host, port, method, path: target, headers, agent: false }, (res) => {
-      let body = ""
-      res.setEncoding("utf8")
-      res.on("data", (c: string) => (body += c))
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }))
-    })
-    req.on("error", reject)
-    req.end()
-  })
 
 const echoed = (reply: Reply) => JSON.parse(reply.body) as { url: string; headers: Record<string, string | undefined> }
 
@@ -244,7 +228,7 @@ describe("upstream example traffic-http", () => {
   })
 
   it("ip-rules: a client from outside 127.0.0.0/8 (IPv6 loopback ::1) gets 403 `authorization failed`", async () => {
-    const res = await send(port, "GET", "/ips", {}, "::1")
+    const res = await send(port, "GET", "/ips", {}, { host: "::1" })
     expect(res.status).toBe(403)
     expect(res.body).toBe("authorization failed")
   })
