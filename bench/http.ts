@@ -31,9 +31,7 @@ import * as os from "node:os"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
-  CLK_TCK,
   CONNECTIONS,
-  context,
   fixed,
   forkServer,
   grouped,
@@ -43,10 +41,10 @@ import {
   memory,
   mib,
   NODE_BIN,
-  OTHER_CPU_WARNING,
   pidOf,
   type Proxy,
   proxyOf,
+  reportTail,
   ratioText,
   runMain,
   runScenario,
@@ -244,30 +242,7 @@ const main = async (): Promise<void> => {
 
   process.stdout.write(`\n${report(measurements)}\n\n`)
   process.stdout.write(`${memoryReport(proxies, atEnd)}\n\n`)
-  for (const p of proxies) {
-    const total = [...p.statuses.values()].reduce((a, b) => a + b, 0)
-    const breakdown = [...p.statuses.entries()].sort().map(([status, count]) => `${status}: ${count.toLocaleString("en-US")}`).join(", ")
-    const allOk = p.errors === 0 && [...p.statuses.keys()].every((s) => s === "200")
-    process.stdout.write(
-      `${p.name} responses under load (warm-up + measured): ${total.toLocaleString("en-US")} ` +
-        `[${breakdown === "" ? "none" : breakdown}], errors ${p.errors} (timeouts ${p.timeouts})` +
-        `${allOk ? "  all 200" : "  NOT ALL 200"}\n`
-    )
-  }
-  const gatewayStderr = gateway.stderr().trim()
-  if (gatewayStderr !== "") process.stdout.write(`\ngateway stderr (last 16 KiB):\n${gatewayStderr}\n`)
-  process.stdout.write(`\nload context (same cores: load generator, upstream and proxy share ${cpus.length} CPU(s)):\n${context(measurements)}\n`)
-  const busiest = Math.max(...measurements.map((m) => m.otherCpuPercent))
-  if (busiest > OTHER_CPU_WARNING) {
-    process.stdout.write(
-      `\nWARNING: other processes used up to ${fixed(busiest, 0)}% of a CPU while a proxy was measured; ` +
-        `on ${cpus.length} CPU(s) that skews CPU µs/req and req/s. Rerun on a quiet machine.\n`
-    )
-  }
-  process.stdout.write(
-    `\nCPU µs/req = proxy user+sys CPU time, all threads (/proc/<pid>/stat, CLK_TCK ${CLK_TCK}), over the measured slots / completed requests.\n` +
-      `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.\n`
-  )
+  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.`))
 }
 
 await runMain(main)

@@ -505,6 +505,38 @@ export const context = (measurements: ReadonlyArray<Measurement>): string =>
     new Set([2, 3, 4, 5, 6])
   )
 
+/**
+ * The closing part of a report: each proxy's responses under load, the gateway's stderr, the load
+ * context, a warning when other processes disturbed the run, and how to read the figures.
+ */
+export const reportTail = (
+  proxies: ReadonlyArray<Proxy>,
+  measurements: ReadonlyArray<Measurement>,
+  gatewayStderr: string,
+  cpuCount: number,
+  note: string
+): string => {
+  let out = ""
+  for (const p of proxies) {
+    const total = [...p.statuses.values()].reduce((a, b) => a + b, 0)
+    const breakdown = [...p.statuses.entries()].sort().map(([status, count]) => `${status}: ${count.toLocaleString("en-US")}`).join(", ")
+    const allOk = p.errors === 0 && [...p.statuses.keys()].every((s) => s === "200")
+    out += `${p.name} responses under load (warm-up + measured): ${total.toLocaleString("en-US")} ` +
+      `[${breakdown === "" ? "none" : breakdown}], errors ${p.errors} (timeouts ${p.timeouts})` +
+      `${allOk ? "  all 200" : "  NOT ALL 200"}\n`
+  }
+  const stderr = gatewayStderr.trim()
+  if (stderr !== "") out += `\ngateway stderr (last 16 KiB):\n${stderr}\n`
+  out += `\nload context (same cores: load generator, upstream and proxy share ${cpuCount} CPU(s)):\n${context(measurements)}\n`
+  const busiest = Math.max(...measurements.map((m) => m.otherCpuPercent))
+  if (busiest > OTHER_CPU_WARNING) {
+    out += `\nWARNING: other processes used up to ${fixed(busiest, 0)}% of a CPU while a proxy was measured; ` +
+      `on ${cpuCount} CPU(s) that skews CPU µs/req and req/s. Rerun on a quiet machine.\n`
+  }
+  out += `\nCPU µs/req = proxy user+sys CPU time, all threads (/proc/<pid>/stat, CLK_TCK ${CLK_TCK}), over the measured slots / completed requests.\n${note}\n`
+  return out
+}
+
 /** A proxy to measure; the pid must be node itself, not a wrapper shell. */
 export const proxyOf = (name: string, port: number, child: ChildProcess, routePath?: string): Proxy => {
   const id = pidOf(child, name)

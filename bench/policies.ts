@@ -20,19 +20,17 @@ import * as os from "node:os"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
-  CLK_TCK,
   CONNECTIONS,
-  context,
   fixed,
   forkServer,
   grouped,
   MEASURE_SECONDS,
   type Measurement,
   NODE_BIN,
-  OTHER_CPU_WARNING,
   pidOf,
   type Proxy,
   proxyOf,
+  reportTail,
   ratioText,
   runMain,
   runScenario,
@@ -224,30 +222,7 @@ const main = async (): Promise<void> => {
     const added = six.cpuUsPerRequest - zero.cpuUsPerRequest
     process.stdout.write(`6 policies over 0 policies: ${signed(added)} µs/req, ${fixed(added / 6, 2)} µs per policy on average\n\n`)
   }
-  for (const p of proxies) {
-    const total = [...p.statuses.values()].reduce((a, b) => a + b, 0)
-    const breakdown = [...p.statuses.entries()].sort().map(([status, count]) => `${status}: ${count.toLocaleString("en-US")}`).join(", ")
-    const allOk = p.errors === 0 && [...p.statuses.keys()].every((s) => s === "200")
-    process.stdout.write(
-      `${p.name} responses under load (warm-up + measured): ${total.toLocaleString("en-US")} ` +
-        `[${breakdown === "" ? "none" : breakdown}], errors ${p.errors} (timeouts ${p.timeouts})` +
-        `${allOk ? "  all 200" : "  NOT ALL 200"}\n`
-    )
-  }
-  const gatewayStderr = gateway.stderr().trim()
-  if (gatewayStderr !== "") process.stdout.write(`\ngateway stderr (last 16 KiB):\n${gatewayStderr}\n`)
-  process.stdout.write(`\nload context (same cores: load generator, upstream and proxy share ${cpus.length} CPU(s)):\n${context(measurements)}\n`)
-  const busiest = Math.max(...measurements.map((m) => m.otherCpuPercent))
-  if (busiest > OTHER_CPU_WARNING) {
-    process.stdout.write(
-      `\nWARNING: other processes used up to ${fixed(busiest, 0)}% of a CPU while a proxy was measured; ` +
-        `on ${cpus.length} CPU(s) that skews CPU µs/req and req/s. Rerun on a quiet machine.\n`
-    )
-  }
-  process.stdout.write(
-    `\nCPU µs/req = proxy user+sys CPU time, all threads (/proc/<pid>/stat, CLK_TCK ${CLK_TCK}), over the measured slots / completed requests.\n` +
-      `The two gateway rows are one process measured in separate slots, each loading one route.\n`
-  )
+  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, `The two gateway rows are one process measured in separate slots, each loading one route.`))
 }
 
 await runMain(main)
