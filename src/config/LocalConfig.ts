@@ -10,7 +10,10 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as ApiKey from "../policies/ApiKey.ts"
 import * as Authorization from "../policies/Authorization.ts"
+import * as BasicAuth from "../policies/BasicAuth.ts"
+import * as JwtAuth from "../policies/JwtAuth.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as Cors from "../policies/Cors.ts"
 import * as Delay from "../policies/Delay.ts"
@@ -82,10 +85,10 @@ const unsupportedPolicies = {
   backendAuth: unsupported("policy backendAuth"),
   localRateLimit: opt(LocalRateLimit.Config, "Local rate limits: token buckets kept in this process; 429 when empty."),
   remoteRateLimit: unsupported("policy remoteRateLimit"),
-  jwtAuth: unsupported("policy jwtAuth"),
+  jwtAuth: opt(JwtAuth.Config, "Authenticates requests with JWT bearer tokens (401 when rejected)."),
   oidc: unsupported("policy oidc"),
-  basicAuth: unsupported("policy basicAuth"),
-  apiKey: unsupported("policy apiKey"),
+  basicAuth: opt(BasicAuth.Config, "Authenticates requests with Basic Auth credentials from an htpasswd user database (401 when rejected)."),
+  apiKey: opt(ApiKey.Config, "Authenticates requests with API keys (401 when rejected)."),
   extAuthz: unsupported("policy extAuthz"),
   extProc: unsupported("policy extProc"),
   transformations: opt(Transformations.Config, "CEL edits of the request (before forwarding) and the response: headers, pseudo-headers, body, metadata."),
@@ -109,13 +112,13 @@ export type FilterOrPolicy = typeof FilterOrPolicy.Type
 const gatewayPolicyFields = {
   cors: opt(Cors.Config, "Cross-origin resource sharing, evaluated before route selection."),
   oidc: unsupported("policy oidc"),
-  jwtAuth: unsupported("policy jwtAuth"),
+  jwtAuth: opt(JwtAuth.Config, "Authenticates requests with JWT bearer tokens, before route selection (401 when rejected)."),
   authorization: opt(Authorization.Config, "CEL authorization rules, evaluated before route selection (403 when denied)."),
   extAuthz: unsupported("policy extAuthz"),
   extProc: unsupported("policy extProc"),
   transformations: opt(Transformations.Config, "CEL edits of the request and response, applied before route selection."),
-  basicAuth: unsupported("policy basicAuth"),
-  apiKey: unsupported("policy apiKey")
+  basicAuth: opt(BasicAuth.Config, "Authenticates requests with Basic Auth credentials, before route selection (401 when rejected)."),
+  apiKey: opt(ApiKey.Config, "Authenticates requests with API keys, before route selection (401 when rejected).")
 } as const
 
 /** Listener / gateway `policies:` (upstream `LocalGatewayPolicy`), run before route selection. */
@@ -176,12 +179,25 @@ export const McpTarget = Schema.Struct({
   sse: opt(McpTargetConnection, "A legacy SSE MCP server."),
   openapi: opt(
     Schema.Struct({
-      schema: req(Schema.Unknown, "The OpenAPI document: `{file: path}`, `{url: u}` or inline."),
-      host: opt(Str, "Upstream host of the REST API."),
-      port: opt(Port, "Upstream port."),
-      path: opt(Str, "Path prefix."),
+      schema: req(
+        Schema.Union([
+          Schema.Struct({ file: req(Str, "Path of a JSON or YAML OpenAPI 3 document, read when the config is loaded.") }),
+          Str.annotate({ description: "The OpenAPI 3 document itself, as JSON or YAML text." }),
+          Schema.Struct({ url: req(Str, "http(s) URL the OpenAPI 3 document is fetched from when the config is loaded.") })
+        ]),
+        "The OpenAPI document: `{file: path}`, an inline JSON/YAML string, or `{url: u}`."
+      ),
+      host: opt(Str, "Upstream host of the REST API: `host:port`, or a host name with `port` and `path`."),
+      port: opt(Port, "Upstream port, with a bare `host` (then `path` is required too)."),
+      path: opt(Str, "Request path, with `host` and `port`, or with `backend`."),
       backend: opt(Str, "Top-level backend to call.")
-    }),
+    }).check(exactlyOneOf(["host", "backend"])).check(
+      Schema.makeFilter((t: { readonly host?: string | null; readonly port?: number | null; readonly path?: string | null }) => {
+        const set = (v: unknown) => v !== undefined && v !== null
+        if (!set(t.host) || set(t.port) === set(t.path)) return undefined
+        return set(t.port) ? "port requires path (host, port and path go together)" : "path requires port (host, port and path go together)"
+      })
+    ),
     "A REST API whose operations become MCP tools."
   ),
   policies: opt(Schema.Record(Str, Schema.Unknown), "Backend policies for this target.")
@@ -196,6 +212,7 @@ const mcpBackendFields = {
 } as const
 
 export const McpBackend = Schema.Struct(mcpBackendFields)
+export type McpBackend = typeof McpBackend.Type
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -482,6 +499,7 @@ export const SimpleMcp = Schema.Struct({
   policies: opt(FilterOrPolicy, "Policies on the MCP route."),
   ...mcpBackendFields
 })
+export type SimpleMcp = typeof SimpleMcp.Type
 
 export const LocalConfig = Schema.Struct({
   config: opt(RawConfig, "Process-wide settings, applied at startup."),

@@ -167,8 +167,8 @@ const backendRef = (
   const weight = backend.weight ?? 1
   const own = present(backend.policies)
   if (defined(backend.mcp)) {
-    ctx.issues.add(`${path}.mcp`, unsupportedMessage("MCP backends"))
-    return undefined
+    const mcp = mcpBackend(backend.mcp, `${path}.mcp`, ctx.issues)
+    return { name: `/${routeKey}/backend${index}`, weight, target: mcp, policies: firstFoundWins(own, routeBackendPolicies), path }
   }
   if (defined(backend.host)) {
     const target = parseHostTarget(backend.host)
@@ -183,6 +183,15 @@ const backendRef = (
     if (named === undefined) {
       ctx.issues.add(`${path}.backend`, `backend "${backend.backend}" is not defined in backends`)
       return undefined
+    }
+    if (defined(named.backend.mcp)) {
+      return {
+        name: `/${backend.backend}`,
+        weight,
+        target: mcpBackend(named.backend.mcp, `${named.path}.mcp`, new Issues()),
+        policies: firstFoundWins(own, routeBackendPolicies, present(named.backend.policies), ctx.targeted.byBackend.get(backend.backend) ?? {}),
+        path
+      }
     }
     if (!defined(named.backend.host)) return undefined // reported once, at the named backend
     const target = parseHostTarget(named.backend.host)
@@ -411,8 +420,112 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     poolMaxSize: backend.poolMaxSize ?? undefined,
     keepalive: backend.keepalives?.enabled ?? true,
     terminationDeadlineMs: terminationDeadline(raw, env),
-    terminationMinDeadlineMs: ms(raw.connectionMinTerminationDeadline, 0)
+    terminationMinDeadlineMs: ms(raw.connectionMinTerminationDeadline, 0),
+    mcpSessionTtlMs: ms(raw.mcp?.sessionTtl, 30 * 60_000),
+    sessionKey: raw.session?.key ?? env("SESSION_KEY")
   }
+}
+
+const MCP_DELIMITERS = /[_+]/
+
+/** An `mcp:` backend (route, named backend or shorthand) → IR; problems go to `issues` under `path`. */
+const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBackend => {
+  const names = new Set<string>()
+  // Accepted silently it would promise a protection that is not there.
+  if (mcp.dnsRebindingProtection === true) issues.add(`${path}.dnsRebindingProtection`, unsupportedMessage("dnsRebindingProtection"))
+  const targets = mcp.targets.flatMap((t, i): Array<Ir.McpTarget> => {
+    const tpath = `${path}.targets[${i}]`
+    if (MCP_DELIMITERS.test(t.name)) issues.add(`${tpath}.name`, `target name "${t.name}" must not contain "_" or "+"`)
+    if (names.has(t.name)) issues.add(`${tpath}.name`, `duplicate target name "${t.name}"`)
+    names.add(t.name)
+    if (defined(t.policies) && Object.keys(t.policies).length > 0) issues.add(`${tpath}.policies`, unsupportedMessage("per-target MCP policies"))
+    if (defined(t.stdio)) {
+      return [{
+        name: t.name,
+        path: tpath,
+        transport: { _tag: "Stdio", cmd: t.stdio.cmd, args: t.stdio.args ?? [], env: t.stdio.env ?? {}, clearEnv: t.stdio.clear_env ?? false }
+      }]
+    }
+    const connection = defined(t.mcp) ? { spec: t.mcp, tag: "StreamableHttp" as const, key: "mcp", defaultPath: "/mcp" }
+      : defined(t.sse) ? { spec: t.sse, tag: "Sse" as const, key: "sse", defaultPath: "/sse" }
+      : undefined
+    if (connection === undefined) {
+      issues.add(`${tpath}.openapi`, unsupportedMessage("openapi MCP targets"))
+      return []
+    }
+    const cpath = `${tpath}.${connection.key}`
+    const endpoint = mcpEndpoint(connection.spec, connection.defaultPath)
+    if (typeof endpoint === "string") {
+      issues.add(cpath, endpoint)
+      return []
+    }
+    if (connection.tag === "Sse") {
+      issues.add(cpath, unsupportedMessage("legacy SSE MCP targets"))
+      return []
+    }
+    return [{ name: t.name, path: tpath, transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path } }]
+  })
+  return {
+    _tag: "Mcp",
+    targets,
+    stateful: mcp.statefulMode !== "stateless",
+    prefixMode: mcp.prefixMode ?? "conditional",
+    failureMode: mcp.failureMode ?? "failClosed",
+    dnsRebindingProtection: mcp.dnsRebindingProtection ?? false
+  }
+}
+
+/** `host` as a URL (`http://h:p/path`) or a bare host with `port` and `path`. */
+const mcpEndpoint = (
+  spec: { readonly host?: string | null | undefined; readonly port?: number | null | undefined; readonly path?: string | null | undefined; readonly backend?: string | null | undefined },
+  defaultPath: string
+): { readonly target: Ir.HostTarget; readonly path: string } | string => {
+  if (defined(spec.backend)) return unsupportedMessage("MCP targets through a named backend")
+  if (!defined(spec.host)) return `missing required field "host"`
+  if (spec.host.includes("://")) {
+    let url: URL
+    try {
+      url = new URL(spec.host)
+    } catch {
+      return `invalid URL "${spec.host}"`
+    }
+    if (url.protocol === "https:") return unsupportedMessage("https MCP targets")
+    if (url.protocol !== "http:") return `unsupported scheme in "${spec.host}"`
+    const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname
+    const target = parseHostTarget(`${host.includes(":") ? `[${host}]` : host}:${url.port === "" ? 80 : url.port}`)
+    if (typeof target === "string") return target
+    const path = defined(spec.path) ? spec.path : url.pathname === "/" && !spec.host.endsWith("/") ? defaultPath : url.pathname
+    return { target, path: path + url.search }
+  }
+  const target = parseHostTarget(spec.host.includes(":") || !defined(spec.port) ? spec.host : `${spec.host}:${spec.port}`)
+  if (typeof target === "string") return target
+  return { target, path: spec.path ?? defaultPath }
+}
+
+/**
+ * The top-level `mcp:` shorthand as the route it stands for: its own bind on `port` (default
+ * 3000) matching any path, or, with `gateways` (or an implicit `default` gateway and no
+ * `port`), a route on those gateways matching `/mcp`, `/sse` and `/.well-known`.
+ */
+const expandMcpShorthand = (config: C.LocalConfig, mcp: C.SimpleMcp): C.LocalConfig => {
+  const { gateways, port, policies, ...backend } = mcp
+  const attach = defined(gateways) || (!defined(port) && defined(config.gateways) && config.gateways["default"] !== undefined)
+  const routeBackend = { mcp: backend }
+  if (attach) {
+    const route: C.AttachedRoute = {
+      name: "mcp",
+      ...(defined(gateways) ? { gateways } : {}),
+      matches: ["/mcp", "/sse", "/.well-known"].map((p) => ({ path: { pathPrefix: p } })),
+      backends: [routeBackend],
+      ...(defined(policies) ? { policies } : {})
+    }
+    return { ...config, routes: [...(config.routes ?? []), route] }
+  }
+  const bind: C.Bind = {
+    port: port ?? 3000,
+    listeners: [{ name: "mcp", routes: [{ name: "mcp", backends: [routeBackend], ...(defined(policies) ? { policies } : {}) }] }]
+  }
+  return { ...config, binds: [...(config.binds ?? []), bind] }
 }
 
 /** CONNECTION_TERMINATION_DEADLINE, then config, then TERMINATION_GRACE_PERIOD_SECONDS − 5, else 5 s. */
@@ -433,15 +546,15 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
       const path = `backends[${i}]`
       if (named.has(b.name)) issues.add(`${path}.name`, `duplicate backend name "${b.name}"`)
       named.set(b.name, { backend: b, path })
-      if (defined(b.mcp)) issues.add(`${path}.mcp`, unsupportedMessage("MCP backends"))
+      if (defined(b.mcp)) mcpBackend(b.mcp, `${path}.mcp`, issues)
       if (defined(b.host)) {
         const target = parseHostTarget(b.host)
         if (typeof target === "string") issues.add(`${path}.host`, target)
       }
     })
     const ctx: Context = { issues, named, targeted: collectTargeted(config, issues) }
-    if (defined(config.mcp)) issues.add("mcp", unsupportedMessage("the mcp gateway (top-level mcp)"))
-    const binds = [...fromBinds(ctx, config), ...fromGateways(ctx, config)]
+    const expanded = defined(config.mcp) ? expandMcpShorthand(config, config.mcp) : config
+    const binds = [...fromBinds(ctx, expanded), ...fromGateways(ctx, expanded)]
     const seen = new Map<number, string>()
     for (const bind of binds) {
       const other = seen.get(bind.port)

@@ -34,6 +34,10 @@ export interface Settings {
   readonly keepalive: boolean
   readonly terminationDeadlineMs: number
   readonly terminationMinDeadlineMs: number
+  /** `config.mcp.sessionTtl`: idle MCP sessions are closed after this long. */
+  readonly mcpSessionTtlMs: number
+  /** `config.session.key` / `SESSION_KEY`: 64 hex chars sealing MCP session ids (undefined: a random per-process key). */
+  readonly sessionKey: string | undefined
 }
 
 export interface Bind {
@@ -89,11 +93,40 @@ export interface HostTarget {
   readonly isHostname: boolean
 }
 
+/** How the gateway reaches one MCP target. */
+export type McpTransport =
+  | {
+    readonly _tag: "Stdio"
+    readonly cmd: string
+    readonly args: ReadonlyArray<string>
+    readonly env: Readonly<Record<string, string>>
+    readonly clearEnv: boolean
+  }
+  | { readonly _tag: "StreamableHttp"; readonly target: HostTarget; readonly path: string }
+  | { readonly _tag: "Sse"; readonly target: HostTarget; readonly path: string }
+
+export interface McpTarget {
+  /** Validated: no `_` or `+` (the naming delimiters). */
+  readonly name: string
+  readonly transport: McpTransport
+  readonly path: string
+}
+
+/** An MCP backend: the gateway terminates MCP and federates `targets`. */
+export interface McpBackend {
+  readonly _tag: "Mcp"
+  readonly targets: ReadonlyArray<McpTarget>
+  readonly stateful: boolean
+  readonly prefixMode: "conditional" | "always" | "never"
+  readonly failureMode: "failClosed" | "failOpen"
+  readonly dnsRebindingProtection: boolean
+}
+
 export interface BackendRef {
   /** Backend name as logged: `/<routeKey>/backend<i>` inline, `/<name>` for named backends. */
   readonly name: string
   readonly weight: number
-  readonly target: HostTarget
+  readonly target: HostTarget | McpBackend
   /** Merged backend policies (first found wins). */
   readonly policies: BackendPolicies
   readonly path: string

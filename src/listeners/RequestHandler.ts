@@ -100,6 +100,7 @@ const REQUEST_FIELDS = [
   "http.path",
   "http.version",
   "http.status",
+  "jwt.sub",
   "protocol",
   "error",
   "duration"
@@ -287,11 +288,16 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ctx.originalUrl?.path ?? ctx.path,
     ctx.version,
     status,
+    jwtSub(ctx.celExtensions?.jwt),
     "http",
     error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error),
     `${Math.round(seconds * 1000)}ms`
   ])
 }
+
+/** The `sub` claim of a verified JWT (jwtAuth's CEL `jwt` root), as upstream logs it. */
+const jwtSub = (claims: unknown): string | undefined =>
+  typeof claims === "object" && claims !== null && "sub" in claims && typeof claims.sub === "string" ? claims.sub : undefined
 
 /** Error text for logs: the reason and, for upstream failures, the cause (never sent to clients). */
 const errorText = (error: ProxyError.ProxyError): string => {

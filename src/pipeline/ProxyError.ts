@@ -19,6 +19,16 @@ export type ProxyErrorReason =
   | { readonly _tag: "RequestTimeout" }
   | { readonly _tag: "RateLimited" }
   | { readonly _tag: "AuthorizationFailed" }
+  /**
+   * An authentication policy rejected the credential; `detail` is a short fixed reason (never
+   * the credential). Basic auth carries the realm of its `WWW-Authenticate` challenge.
+   */
+  | {
+    readonly _tag: "AuthenticationFailed"
+    readonly scheme: "jwt" | "apiKey" | "basic"
+    readonly detail: string
+    readonly realm?: string
+  }
   | { readonly _tag: "CsrfFailed" }
   | { readonly _tag: "BodyTooLarge" }
   | { readonly _tag: "Internal"; readonly cause: unknown }
@@ -50,6 +60,8 @@ export const reasonLabel = (error: ProxyError): string => {
     case "AuthorizationFailed":
     case "CsrfFailed":
       return "Authorization"
+    case "AuthenticationFailed":
+      return error.reason.scheme === "jwt" ? "JwtAuth" : error.reason.scheme === "apiKey" ? "APIKeyAuth" : "BasicAuth"
     case "BodyTooLarge":
       return "InvalidRequest"
     case "Internal":
@@ -80,6 +92,14 @@ export const toResponse = (error: ProxyError): Response.ProxyResponse => {
       return Response.text(429, "rate limit exceeded")
     case "AuthorizationFailed":
       return Response.text(403, "authorization failed")
+    case "AuthenticationFailed": {
+      if (reason.scheme === "jwt") return Response.text(401, `authentication failure: ${reason.detail}`)
+      if (reason.scheme === "apiKey") return Response.text(401, `api key authentication failure: ${reason.detail}`)
+      const res = Response.text(401, `basic authentication failure: ${reason.detail}`)
+      // RFC 7617 §2: the realm is a quoted-string.
+      res.headers["www-authenticate"] = `Basic realm="${(reason.realm ?? "Restricted").replace(/["\\]/g, "\\$&")}"`
+      return res
+    }
     case "CsrfFailed":
       return Response.text(403, "CSRF validation failed")
     case "BodyTooLarge":

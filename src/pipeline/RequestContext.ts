@@ -10,6 +10,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
 import type { Extensions as CelExtensions } from "../cel/Context.ts"
+import type { McpLogFields } from "../mcp/Hooks.ts"
 import type * as Headers from "../shared/headers.ts"
 import type { StreamBody } from "./ProxyResponse.ts"
 import * as RequestBody from "./RequestBody.ts"
@@ -62,6 +63,13 @@ export class ProxyRequest {
   backendRequestTimeoutMs: number | undefined = undefined
   /** Set when a policy, not an upstream, produced the response. */
   directResponse = false
+  /**
+   * Who the caller is, as an authentication policy established it (JWT `iss`+`sub`, API key id);
+   * MCP sessions are bound to it. undefined: anonymous.
+   */
+  identity: string | undefined = undefined
+  /** MCP fields of the request for logs and metrics (src/mcp/Hooks.ts), set by the MCP frontend. */
+  mcp: McpLogFields | undefined = undefined
   /** CEL roots attached by policies as the request goes (`jwt`, `apiKey`, `mcp`, …): cel/Context.ts. */
   celExtensions: CelExtensions | undefined = undefined
   /**

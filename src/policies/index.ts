@@ -5,7 +5,10 @@
  * @since 0.1.0
  */
 import type { Policy, PolicyKey } from "../pipeline/Policy.ts"
+import * as ApiKey from "./ApiKey.ts"
 import * as Authorization from "./Authorization.ts"
+import * as BasicAuth from "./BasicAuth.ts"
+import * as JwtAuth from "./JwtAuth.ts"
 import * as Cors from "./Cors.ts"
 import * as DirectResponse from "./DirectResponse.ts"
 import * as HeaderModifier from "./HeaderModifier.ts"
@@ -24,6 +27,9 @@ export type Registry = { readonly [K in PolicyKey]?: Policy<K> }
 export const registry: Registry = {
   cors: Cors.policy,
   authorization: Authorization.policy,
+  jwtAuth: JwtAuth.policy,
+  apiKey: ApiKey.policy,
+  basicAuth: BasicAuth.policy,
   directResponse: DirectResponse.policy,
   requestHeaderModifier: HeaderModifier.request,
   responseHeaderModifier: HeaderModifier.response,
@@ -42,3 +48,4 @@ export { Cors, Csrf, DirectResponse, HeaderModifier, LocalRateLimit, RequestRedi
 export { Delay, RequestMirror, Retry, Timeout }
 export { Transformations }
 export { Authorization }
+export { ApiKey, BasicAuth, JwtAuth }

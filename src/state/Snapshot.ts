@@ -23,6 +23,7 @@ import * as BackendTls from "../policies/BackendTls.ts"
 import { registry } from "../policies/index.ts"
 import * as Match from "../routing/Match.ts"
 import { ListenerTable, RouteTable } from "../routing/RouteTable.ts"
+import * as McpBackend from "../mcp/McpBackend.ts"
 
 export interface CompiledListener {
   readonly ir: Ir.Listener
@@ -78,14 +79,30 @@ const upstreamTimeout = () => Effect.fail(ProxyError.make({ _tag: "UpstreamTimeo
 
 const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) =>
   Effect.gen(function*() {
+    const target = ref.target
+    const call: Handler = target._tag === "Mcp"
+      ? yield* McpBackend.build(ref.name, target, { settings, maxBodyBytes: env.maxBufferSize })
+      : yield* hostCall(ref, target, settings)
+    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
+    const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
+    if (middlewares.size === 0) return pipeline
+    // Backend-phase policies run once this backend is chosen, so CEL `backend.name` names it.
+    return Effect.flatMap(currentRequest, (ctx) => {
+      ctx.backend = ref.name
+      return pipeline
+    })
+  })
+
+const hostCall = (ref: Ir.BackendRef, target: Ir.HostTarget, settings: Ir.Settings) =>
+  Effect.gen(function*() {
     const pools = yield* UpstreamPools
     const tlsConfig = ref.policies.backendTLS
     const tls = tlsConfig === undefined || tlsConfig === null
       ? undefined
-      : yield* BackendTls.load(tlsConfig, ref.target, `${ref.path}.policies.backendTLS`)
-    const pool = pools.get(ref.target, settings, tls)
-    const endpoint = `${ref.target.host.includes(":") ? `[${ref.target.host}]` : ref.target.host}:${ref.target.port}`
-    const rewriteHost = ref.target.isHostname ? hostHeader(ref.target) : undefined
+      : yield* BackendTls.load(tlsConfig, target, `${ref.path}.policies.backendTLS`)
+    const pool = pools.get(target, settings, tls)
+    const endpoint = `${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}`
+    const rewriteHost = target.isHostname ? hostHeader(target) : undefined
     const call: Handler = Effect.flatMap(currentRequest, (ctx) => {
       ctx.backend = ref.name
       ctx.endpoint = endpoint
@@ -97,14 +114,7 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
         ? HttpBackend.call(pool, ctx)
         : Deadline.within(HttpBackend.call(pool, ctx), timeoutMs, upstreamTimeout)
     })
-    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
-    const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
-    if (middlewares.size === 0) return pipeline
-    // Backend-phase policies run once this backend is chosen, so CEL `backend.name` names it.
-    return Effect.flatMap(currentRequest, (ctx) => {
-      ctx.backend = ref.name
-      return pipeline
-    })
+    return call
   })
 
 /** Weighted random choice over the route's backends, precomputed as cumulative weights. */

@@ -31,7 +31,7 @@ binds:
     expect(route.name).toBe("route0")
     expect(route.key).toBe("default/default/bind/3000/listener0/default/route0")
     expect(route.matches).toEqual([{ path: { pathPrefix: "/" } }])
-    expect(route.backends.map((b) => [b.name, b.weight, b.target.isHostname])).toEqual([
+    expect(route.backends.map((b) => [b.name, b.weight, b.target._tag === "Host" && b.target.isHostname])).toEqual([
       ["/default/default/bind/3000/listener0/default/route0/backend0", 1, false],
       ["/default/default/bind/3000/listener0/default/route0/backend1", 2, true]
     ])

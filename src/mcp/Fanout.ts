@@ -1,0 +1,344 @@
+/**
+ * Federation (agentgateway `mcp/handler.rs`): what each client method does across the
+ * session's targets. Lists fan out (from the per-session cache when fresh), are filtered by
+ * the authorizer and renamed; calls are routed to one target by name or URI; ping and
+ * setLevel fan out; initialize is merged. Single-target backends pass results through verbatim.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
+import type { ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as Headers from "../shared/headers.ts"
+import { VERSION } from "../Version.ts"
+import type { SseBody } from "./EventStream.ts"
+import { allowAll, type Authorizer, type ItemKind } from "./Hooks.ts"
+import * as McpSchema from "./McpSchema.ts"
+import * as Naming from "./Naming.ts"
+import type { Session } from "./Session.ts"
+import { type CallContext, type Upstream, UpstreamError } from "./Upstream.ts"
+
+/** Pages of a target's list read to resolve an unprefixed name (`prefixMode: never`). */
+export const MAX_LIST_PAGES = 64
+
+export interface Options {
+  readonly failOpen: boolean
+  readonly stateful: boolean
+  readonly authorize: Authorizer
+}
+
+export interface Call {
+  readonly request: ProxyRequest
+  readonly context: CallContext
+  readonly stream: SseBody
+}
+
+/** A JSON-RPC response and the HTTP status it gets when no frame was streamed before it. */
+export interface Outcome {
+  readonly response: McpSchema.Response
+  readonly status: number
+}
+
+const ok = (id: McpSchema.Id, result: unknown): Outcome => ({ response: McpSchema.resultResponse(id, result), status: 200 })
+const fail = (id: McpSchema.Id, status: number, code: number, message: string): Outcome => ({
+  response: McpSchema.errorResponse(id, code, message),
+  status
+})
+const upstreamFailure = (id: McpSchema.Id, e: UpstreamError): Outcome =>
+  fail(id, 500, McpSchema.ErrorCode.InternalError, `failed to send message: ${e.target}: ${e.message}`)
+
+const INSTRUCTIONS_PREAMBLE =
+  "This server is a gateway to a set of mcp servers. It is responsible for routing requests to the correct server and aggregating the results."
+
+/** The targets a session talks to, in config order (failOpen may have dropped some). */
+const live = (session: Session): Array<Upstream> => session.naming.targets.flatMap((t) => session.upstreams.get(t) ?? [])
+
+const forward = (session: Session, upstream: Upstream, method: string, params: Record<string, unknown> | undefined, call: Call) =>
+  session.withStream([upstream.target], call.stream, upstream.request(method, params, call.context))
+
+/** Fans a request out; failClosed: the first failure fails all, failOpen: failures are skipped unless all fail. */
+const fanOut = <A>(
+  session: Session,
+  options: Options,
+  call: Call,
+  each: (u: Upstream) => Effect.Effect<A, UpstreamError>
+): Effect.Effect<Array<{ readonly target: string; readonly value: A }>, UpstreamError> => {
+  const upstreams = live(session)
+  if (upstreams.length === 0) return Effect.fail(new UpstreamError({ target: "*", message: "no backends configured" }))
+  const run = session.withStream(
+    upstreams.map((u) => u.target),
+    call.stream,
+    Effect.forEach(upstreams, (u) => Effect.result(Effect.map(each(u), (value) => ({ target: u.target, value }))), { concurrency: "unbounded" })
+  )
+  return Effect.flatMap(run, (results) => {
+    const good: Array<{ target: string; value: A }> = []
+    let firstError: UpstreamError | undefined
+    for (const r of results) {
+      if (Result.isSuccess(r)) good.push(r.success)
+      else firstError ??= r.failure
+    }
+    if (firstError !== undefined && (!options.failOpen || good.length === 0)) return Effect.fail(firstError)
+    return Effect.succeed(good)
+  })
+}
+
+/** An upstream response as a value, or its JSON-RPC error as an UpstreamError (skipped by failOpen merges). */
+const resultOf = (target: string, response: McpSchema.Response): Effect.Effect<unknown, UpstreamError> =>
+  response.error !== undefined
+    ? Effect.fail(new UpstreamError({ target, message: response.error.message }))
+    : Effect.succeed(response.result)
+
+export const initialize = (
+  session: Session,
+  options: Options,
+  request: McpSchema.Request,
+  call: Call
+): Effect.Effect<Outcome> => {
+  const requested = McpSchema.field(request.params, "protocolVersion")
+  return fanOut(session, options, call, (u) =>
+    Effect.flatMap(u.request("initialize", request.params, call.context), (r) => resultOf(u.target, r))
+  ).pipe(
+    Effect.map((results): Outcome => {
+      if (session.naming.targets.length === 1 && results.length === 1) return ok(request.id, results[0]!.value)
+      const versions = results.map((r) => McpSchema.field(r.value, "protocolVersion")).filter((v): v is string => typeof v === "string")
+      if (typeof requested === "string") versions.push(requested)
+      const protocolVersion = versions.sort()[0] ?? McpSchema.LATEST_VERSION
+      let instructions = INSTRUCTIONS_PREAMBLE
+      for (const r of results) {
+        const text = McpSchema.field(r.value, "instructions")
+        if (typeof text === "string" && text !== "") instructions += `\n\n[${r.target}]\n${text}`
+      }
+      const merged: Record<string, unknown> = {}
+      for (const r of results) {
+        const caps = McpSchema.field(r.value, "capabilities")
+        if (McpSchema.isRecord(caps)) for (const [k, v] of Object.entries(caps)) merged[k] ??= v
+      }
+      return ok(request.id, {
+        protocolVersion,
+        capabilities: {
+          ...merged,
+          tools: { listChanged: true },
+          prompts: { listChanged: true },
+          resources: { listChanged: true, subscribe: options.stateful }
+        },
+        serverInfo: { name: "agentgateway", version: VERSION },
+        instructions
+      })
+    }),
+    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+  )
+}
+
+interface ListSpec {
+  readonly key: string
+  readonly kind: ItemKind
+  /** The field holding an item's routing name: `name` or `uri`/`uriTemplate`. */
+  readonly nameField: string
+}
+
+const LISTS: Readonly<Record<string, ListSpec>> = {
+  "tools/list": { key: "tools", kind: "tool", nameField: "name" },
+  "prompts/list": { key: "prompts", kind: "prompt", nameField: "name" },
+  "resources/list": { key: "resources", kind: "resource", nameField: "uri" },
+  "resources/templates/list": { key: "resourceTemplates", kind: "resource", nameField: "uriTemplate" }
+}
+
+/** One target's list result, from the session cache when no list_changed invalidated it. */
+const listOf = (session: Session, u: Upstream, method: string, params: Record<string, unknown> | undefined, call: Call) => {
+  const paged = McpSchema.field(params, "cursor") !== undefined
+  if (!paged) {
+    const hit = session.cached(u.target, method)
+    if (hit !== undefined) return Effect.succeed(hit)
+  }
+  const generation = session.generationOf(u.target, method)
+  return Effect.flatMap(u.request(method, params, call.context), (r) =>
+    Effect.tap(resultOf(u.target, r), (result) => Effect.sync(() => {
+      if (!paged) session.store(u.target, method, generation, result)
+    }))
+  )
+}
+
+const list = (session: Session, options: Options, request: McpSchema.Request, spec: ListSpec, call: Call): Effect.Effect<Outcome> =>
+  fanOut(session, options, call, (u) => listOf(session, u, request.method, request.params, call)).pipe(
+    Effect.map((results) => {
+      const naming = session.naming
+      const passThrough = naming.targets.length === 1 && !naming.prefixNames
+      if (passThrough && options.authorize === allowAll && results.length === 1) return ok(request.id, results[0]!.value)
+      const items: Array<unknown> = []
+      const seen = new Map<string, number>()
+      for (const r of results) {
+        const raw = McpSchema.field(r.value, spec.key)
+        if (!Array.isArray(raw)) continue
+        for (const item of raw) {
+          const name = McpSchema.field(item, spec.nameField)
+          if (typeof name !== "string" || !McpSchema.isRecord(item)) continue
+          if (!options.authorize({ kind: spec.kind, target: r.target, name }, call.request)) continue
+          const exposed = spec.kind === "resource" ? Naming.exposeUri(naming, r.target, name) : Naming.exposeName(naming, r.target, name)
+          seen.set(exposed, (seen.get(exposed) ?? 0) + 1)
+          items.push(exposed === name ? item : { ...item, [spec.nameField]: exposed })
+        }
+      }
+      // `prefixMode: never`: a name two targets share is ambiguous, so neither is listed.
+      const unique = items.filter((item) => (seen.get(String(McpSchema.field(item, spec.nameField))) ?? 0) === 1)
+      const single = passThrough && results.length === 1 ? results[0]!.value : undefined
+      const base = McpSchema.isRecord(single) ? single : {}
+      return ok(request.id, { ...base, [spec.key]: unique })
+    }),
+    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+  )
+
+const unknownItem = (id: McpSchema.Id, kind: ItemKind, name: string) =>
+  fail(id, 400, McpSchema.ErrorCode.InvalidParams, `Unknown ${kind}: ${name}`)
+
+/** Resolves `prefixMode: never` names by reading each target's list. */
+const findByList = (session: Session, kind: "tool" | "prompt", name: string, call: Call) => {
+  const method = kind === "tool" ? "tools/list" : "prompts/list"
+  const key = kind === "tool" ? "tools" : "prompts"
+  return Effect.map(
+    Effect.forEach(live(session), (u) =>
+      Effect.map(Effect.result(listOf(session, u, method, undefined, call)), (r) => {
+        const items = Result.isSuccess(r) ? McpSchema.field(r.success, key) : undefined
+        return Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === name) ? [u.target] : []
+      })
+    ),
+    (hits) => {
+      const flat = hits.flat()
+      return flat.length === 1 ? flat[0] : undefined
+    }
+  )
+}
+
+const routeByName = (
+  session: Session,
+  options: Options,
+  request: McpSchema.Request,
+  kind: "tool" | "prompt",
+  call: Call
+): Effect.Effect<Outcome> => {
+  const exposed = McpSchema.field(request.params, "name")
+  if (typeof exposed !== "string") return Effect.succeed(fail(request.id, 400, McpSchema.ErrorCode.InvalidParams, "missing name"))
+  const resolved = Naming.resolveName(session.naming, exposed)
+  const target: Effect.Effect<{ target: string; name: string } | undefined> = resolved !== undefined
+    ? Effect.succeed(resolved)
+    : session.naming.prefixNames
+    ? Effect.succeed(undefined)
+    : Effect.map(findByList(session, kind, exposed, call), (t) => (t === undefined ? undefined : { target: t, name: exposed }))
+  return Effect.flatMap(target, (r) => {
+    if (call.request.mcp !== undefined) {
+      call.request.mcp.target = r?.target
+      if (kind === "tool") call.request.mcp.toolName = r?.name
+    }
+    const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
+    if (r === undefined || upstream === undefined || !options.authorize({ kind, target: r.target, name: r.name }, call.request)) {
+      return Effect.succeed(unknownItem(request.id, kind, exposed))
+    }
+    const params = { ...request.params, name: r.name }
+    return relay(session, upstream, request, params, call, (x) => x)
+  })
+}
+
+/** Forwards to one target and re-stamps the client's id on the response. */
+const relay = (
+  session: Session,
+  upstream: Upstream,
+  request: McpSchema.Request,
+  params: Record<string, unknown> | undefined,
+  call: Call,
+  rewrite: (result: unknown) => unknown
+): Effect.Effect<Outcome> =>
+  forward(session, upstream, request.method, params, call).pipe(
+    Effect.map((r): Outcome => ({
+      response: r.error !== undefined ? McpSchema.errorResponse(request.id, r.error.code, r.error.message, r.error.data) : McpSchema.resultResponse(request.id, rewrite(r.result)),
+      status: 200
+    })),
+    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+  )
+
+const routeByUri = (
+  session: Session,
+  options: Options,
+  request: McpSchema.Request,
+  uri: unknown,
+  params: (upstreamUri: string) => Record<string, unknown>,
+  call: Call
+): Effect.Effect<Outcome> => {
+  if (typeof uri !== "string") return Effect.succeed(fail(request.id, 400, McpSchema.ErrorCode.InvalidParams, "missing uri"))
+  const r = Naming.resolveUri(session.naming, uri)
+  const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
+  if (call.request.mcp !== undefined) call.request.mcp.target = r?.target
+  if (r === undefined || upstream === undefined || !options.authorize({ kind: "resource", target: r.target, name: r.uri }, call.request)) {
+    return Effect.succeed(unknownItem(request.id, "resource", uri))
+  }
+  const naming = session.naming
+  return relay(session, upstream, request, params(r.uri), call, (result) => {
+    const contents = McpSchema.field(result, "contents")
+    if (!naming.prefixUris || !Array.isArray(contents) || !McpSchema.isRecord(result)) return result
+    return {
+      ...result,
+      contents: contents.map((c) => {
+        const u = McpSchema.field(c, "uri")
+        return typeof u === "string" && McpSchema.isRecord(c) ? { ...c, uri: Naming.exposeUri(naming, r.target, u) } : c
+      })
+    }
+  })
+}
+
+/** Every method but initialize. */
+export const handle = (session: Session, options: Options, request: McpSchema.Request, call: Call): Effect.Effect<Outcome> => {
+  const method = request.method
+  const spec = LISTS[method]
+  if (spec !== undefined) return list(session, options, request, spec, call)
+  switch (method) {
+    case "tools/call":
+      return routeByName(session, options, request, "tool", call)
+    case "prompts/get":
+      return routeByName(session, options, request, "prompt", call)
+    case "resources/read":
+    case "resources/subscribe":
+    case "resources/unsubscribe":
+      return routeByUri(session, options, request, McpSchema.field(request.params, "uri"), (uri) => ({ ...request.params, uri }), call)
+    case "completion/complete": {
+      const ref = McpSchema.field(request.params, "ref")
+      if (McpSchema.field(ref, "type") === "ref/resource") {
+        return routeByUri(session, options, request, McpSchema.field(ref, "uri"), (uri) => ({ ...request.params, ref: { ...(McpSchema.isRecord(ref) ? ref : {}), uri } }), call)
+      }
+      const name = McpSchema.field(ref, "name")
+      const r = typeof name === "string" ? Naming.resolveName(session.naming, name) : undefined
+      const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
+      if (r === undefined || upstream === undefined) return Effect.succeed(unknownItem(request.id, "prompt", String(name)))
+      return relay(session, upstream, request, { ...request.params, ref: { ...(McpSchema.isRecord(ref) ? ref : {}), name: r.name } }, call, (x) => x)
+    }
+    case "ping":
+    case "logging/setLevel":
+      return fanOut(session, options, call, (u) => Effect.flatMap(u.request(method, request.params, call.context), (r) => resultOf(u.target, r))).pipe(
+        Effect.map(() => ok(request.id, {})),
+        Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+      )
+    default: {
+      // Methods the gateway does not federate (tasks/*, extensions) reach a single target as they are.
+      const only = session.naming.targets.length === 1 ? session.upstreams.get(session.naming.targets[0]!) : undefined
+      if (only === undefined) return Effect.succeed(fail(request.id, 500, McpSchema.ErrorCode.InternalError, `method not supported when multiplexing: ${method}`))
+      return relay(session, only, request, request.params, call, (x) => x)
+    }
+  }
+}
+
+/** A client notification: fanned out to every target (cancellations of relayed ids are not rewritten). */
+export const notify = (session: Session, message: McpSchema.Notification, context: CallContext): Effect.Effect<void> =>
+  Effect.forEach(live(session), (u) => Effect.ignore(u.send(message, context)), { concurrency: "unbounded", discard: true })
+
+/** The client's answer to a relayed server→client request: back to the target, with its own id. */
+export const respond = (session: Session, message: McpSchema.Response, target: string, id: McpSchema.Id, context: CallContext): Effect.Effect<boolean> => {
+  const upstream = session.upstreams.get(target)
+  if (upstream === undefined) return Effect.succeed(false)
+  return Effect.as(Effect.ignore(upstream.send({ ...message, id }, context)), true)
+}
+
+/** Downstream headers forwarded to HTTP targets: all but these (§2.5). */
+export const NOT_FORWARDED: ReadonlySet<string> = new Set(["content-encoding", "content-length", "mcp-session-id", "host", "accept", "content-type", "mcp-protocol-version", "last-event-id"])
+
+export const forwardedHeaders = (headers: Headers.HeaderMap): Headers.HeaderMap => {
+  const out = Headers.empty()
+  for (const [k, v] of Object.entries(headers)) if (!NOT_FORWARDED.has(k) && v !== undefined) out[k] = v
+  return out
+}

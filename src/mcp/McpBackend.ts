@@ -1,0 +1,101 @@
+/**
+ * An `mcp:` backend as a route's backend call: built once per snapshot (connectors per
+ * target, the session store, the sealer, the idle-session reaper in the snapshot's Scope, so
+ * a config swap or shutdown closes every session and kills every stdio process group).
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import type { PoolSettings, UpstreamPools } from "../backends/Pools.ts"
+import { ConfigError } from "../config/ConfigError.ts"
+import type * as Ir from "../ir/Ir.ts"
+import type { Handler } from "../pipeline/Policy.ts"
+import type * as Fanout from "./Fanout.ts"
+import { allowAll, type Authorizer } from "./Hooks.ts"
+import { memoryStore, type SessionStore } from "./Session.ts"
+import * as SessionSealer from "./SessionSealer.ts"
+import * as StreamableHttp from "./StreamableHttp.ts"
+import type { Connect } from "./Upstream.ts"
+import * as Stdio from "./upstream/Stdio.ts"
+import * as HttpUpstream from "./upstream/StreamableHttp.ts"
+
+/** The longest the reaper sleeps between passes (shorter TTLs are checked at their own pace). */
+export const REAP_INTERVAL_MS = 30_000
+
+/** Without a configured key, one random key per process (ids stay valid across config reloads). */
+let processKey: Buffer | undefined
+
+/** The snapshot settings an MCP backend reads. */
+export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & PoolSettings
+
+export interface BuildOptions {
+  readonly settings: McpSettings
+  readonly maxBodyBytes: number
+  /** `mcpAuthorization` once it exists; allow-all until then. */
+  readonly authorize?: Authorizer
+  /** Replaces the in-memory session store. */
+  readonly store?: SessionStore
+}
+
+const sealerFor = (settings: McpSettings): Effect.Effect<SessionSealer.SessionSealer, ConfigError> => {
+  if (settings.sessionKey !== undefined) {
+    const key = SessionSealer.parseKey(settings.sessionKey)
+    if (typeof key === "string") return Effect.fail(new ConfigError({ issues: [{ path: "config.session.key", message: key }] }))
+    return Effect.succeed(SessionSealer.make(key))
+  }
+  if (processKey !== undefined) return Effect.succeed(SessionSealer.make(processKey))
+  const key = SessionSealer.randomKey()
+  processKey = key
+  return Effect.as(
+    Effect.logWarning("no session key (config.session.key or SESSION_KEY): MCP session ids are sealed with a random per-process key and cannot be resumed by other replicas"),
+    SessionSealer.make(key)
+  )
+}
+
+export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): Effect.Effect<Handler, ConfigError, Scope.Scope | UpstreamPools> =>
+  Effect.gen(function*() {
+    const sealer = yield* sealerFor(options.settings)
+    const connects: Array<{ target: string; connect: Connect }> = []
+    for (const target of ir.targets) {
+      const transport = target.transport
+      switch (transport._tag) {
+        case "Stdio":
+          connects.push({ target: target.name, connect: Stdio.connect(target.name, transport) })
+          break
+        case "StreamableHttp":
+          connects.push({ target: target.name, connect: yield* HttpUpstream.connector(target.name, transport, options.settings) })
+          break
+        case "Sse":
+          return yield* Effect.fail(new ConfigError({ issues: [{ path: target.path, message: "legacy SSE MCP targets are not supported yet by effect-agentgateway" }] }))
+      }
+    }
+    const store = options.store ?? memoryStore()
+    const scope = yield* Effect.scope
+    const fanout: Fanout.Options = { failOpen: ir.failureMode === "failOpen", stateful: ir.stateful, authorize: options.authorize ?? allowAll }
+    const ttl = options.settings.mcpSessionTtlMs
+    if (ir.stateful) {
+      const reap = Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        for (const session of [...store.values()]) {
+          if (session.closed || (now - session.lastActive > ttl && !session.listening)) {
+            store.delete(session.id)
+            yield* session.close()
+          }
+        }
+      })
+      yield* Effect.forkIn(Effect.repeat(reap, Schedule.spaced(Math.max(1, Math.min(ttl, REAP_INTERVAL_MS)))), scope)
+    }
+    return StreamableHttp.handler({
+      key: name,
+      ir,
+      connects,
+      store,
+      sealer,
+      options: fanout,
+      scope,
+      maxBodyBytes: options.maxBodyBytes
+    })
+  })

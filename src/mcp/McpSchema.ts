@@ -1,0 +1,113 @@
+/**
+ * The MCP wire envelope the gateway needs, on Effect Schema: JSON-RPC 2.0 messages with only
+ * the fields a multiplexer reads (`id`, `method`, `params`, `result`, `error`). Everything else
+ * passes through untouched (the envelope is checked, the original object forwarded), so the gateway is agnostic of
+ * protocol versions and of fields it does not route on.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/** Protocol versions a client may negotiate (MCP-Protocol-Version header and initialize). */
+export const KNOWN_VERSIONS: ReadonlyArray<string> = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+export const LATEST_VERSION = "2025-11-25"
+/** The spec: a server without the header assumes this one. */
+export const DEFAULT_VERSION = "2025-03-26"
+
+export type Id = string | number
+
+const IdSchema = Schema.Union([Schema.String, Schema.Number])
+const Params = Schema.optional(Schema.Record(Schema.String, Schema.Unknown))
+
+/** One JSON-RPC message, any direction. Batches (arrays) are rejected: removed in 2025-06-18. */
+export const Message = Schema.Struct({
+  jsonrpc: Schema.Literal("2.0"),
+  id: Schema.optional(Schema.Union([IdSchema, Schema.Null])),
+  method: Schema.optional(Schema.String),
+  params: Params,
+  result: Schema.optional(Schema.Unknown),
+  error: Schema.optional(Schema.Struct({ code: Schema.Number, message: Schema.String, data: Schema.optional(Schema.Unknown) }))
+})
+export type Message = typeof Message.Type
+
+/** Checks the envelope only; the original object is kept, so unknown fields pass through. */
+const isMessage = Schema.is(Message)
+
+export interface Request {
+  readonly jsonrpc: "2.0"
+  readonly id: Id
+  readonly method: string
+  readonly params?: Record<string, unknown> | undefined
+}
+export interface Notification {
+  readonly jsonrpc: "2.0"
+  readonly method: string
+  readonly params?: Record<string, unknown> | undefined
+}
+export interface ErrorObject {
+  readonly code: number
+  readonly message: string
+  readonly data?: unknown
+}
+export interface Response {
+  readonly jsonrpc: "2.0"
+  readonly id: Id | null
+  readonly result?: unknown
+  readonly error?: ErrorObject | undefined
+}
+
+export type Classified =
+  | { readonly _tag: "Request"; readonly message: Request }
+  | { readonly _tag: "Notification"; readonly message: Notification }
+  | { readonly _tag: "Response"; readonly message: Response }
+
+/** Decodes and classifies a parsed JSON value; undefined when it is not one JSON-RPC message. */
+export const classify = (value: unknown): Classified | undefined => {
+  if (Array.isArray(value)) return undefined
+  if (!isMessage(value)) return undefined
+  const m = value
+  if (m.method !== undefined) {
+    if (m.id === undefined || m.id === null) return { _tag: "Notification", message: { ...m, method: m.method } }
+    return { _tag: "Request", message: { ...m, id: m.id, method: m.method } }
+  }
+  if (m.id !== undefined && (m.result !== undefined || m.error !== undefined)) {
+    return { _tag: "Response", message: { ...m, id: m.id } }
+  }
+  return undefined
+}
+
+/** Parses bytes or text as one JSON-RPC message. */
+export const parse = (text: string): Classified | undefined => {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  return classify(value)
+}
+
+export const ErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  /** rmcp's code for an MCP-Protocol-Version header that contradicts the body. */
+  HeaderMismatch: -32020
+} as const
+
+export const errorResponse = (id: Id | null, code: number, message: string, data?: unknown): Response => ({
+  jsonrpc: "2.0",
+  id,
+  error: data === undefined ? { code, message } : { code, message, data }
+})
+
+export const resultResponse = (id: Id | null, result: unknown): Response => ({ jsonrpc: "2.0", id, result })
+
+/** A JSON object's field, if the value is an object. */
+export const field = (value: unknown, key: string): unknown =>
+  typeof value === "object" && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>)[key] : undefined
+
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)

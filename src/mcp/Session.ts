@@ -1,0 +1,194 @@
+/**
+ * One MCP session: the upstream connections of its targets (owned by the session's Scope),
+ * the routing of server-initiated messages to the client, the ids of relayed server→client
+ * requests, and the per-upstream list caches. Sessions live in a `SessionStore` so another
+ * store (a shared one for replicas) can replace the in-memory map; the live connections
+ * always stay in the process that opened them, and a sealed id lets another replica reopen them.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import type { SseBody } from "./EventStream.ts"
+import * as McpSchema from "./McpSchema.ts"
+import * as Naming from "./Naming.ts"
+import type { SessionState } from "./SessionSealer.ts"
+import type { Inbound, Pause, Upstream } from "./Upstream.ts"
+
+/** Server-initiated messages kept for a client that has no stream open yet (oldest dropped first). */
+export const BACKLOG_MAX_MESSAGES = 64
+
+export interface SessionStore {
+  readonly get: (id: string) => Session | undefined
+  readonly set: (id: string, session: Session) => void
+  readonly delete: (id: string) => void
+  readonly values: () => Iterable<Session>
+}
+
+export const memoryStore = (): SessionStore => {
+  const map = new Map<string, Session>()
+  return {
+    get: (id) => map.get(id),
+    set: (id, s) => void map.set(id, s),
+    delete: (id) => void map.delete(id),
+    values: () => map.values()
+  }
+}
+
+/** The list methods whose upstream results are cached, and the notification that invalidates each. */
+export const LIST_INVALIDATED_BY: Readonly<Record<string, string>> = {
+  "tools/list": "notifications/tools/list_changed",
+  "prompts/list": "notifications/prompts/list_changed",
+  "resources/list": "notifications/resources/list_changed",
+  "resources/templates/list": "notifications/resources/list_changed"
+}
+
+/** Prefix of relayed server→client request ids: `agw_<target>_n_<num>` / `agw_<target>_s_<str>`. */
+const RELAY_PREFIX = "agw_"
+
+export const relayId = (target: string, id: McpSchema.Id): string =>
+  typeof id === "number" ? `${RELAY_PREFIX}${target}_n_${id}` : `${RELAY_PREFIX}${target}_s_${id}`
+
+export const parseRelayId = (id: McpSchema.Id | null): { readonly target: string; readonly id: McpSchema.Id } | undefined => {
+  if (typeof id !== "string" || !id.startsWith(RELAY_PREFIX)) return undefined
+  const m = /^agw_([^_]+)_(n|s)_(.*)$/s.exec(id)
+  if (m === null) return undefined
+  if (m[2] === "n") {
+    const n = Number(m[3])
+    return Number.isFinite(n) ? { target: m[1]!, id: n } : undefined
+  }
+  return { target: m[1]!, id: m[3]! }
+}
+
+export class Session {
+  /** Set by `seal` once initialize told the upstream session ids (the id seals them). */
+  id: string
+  state: SessionState
+  readonly scope: Scope.Closeable
+  readonly naming: Naming.Naming
+  readonly upstreams = new Map<string, Upstream>()
+  lastActive: number
+  closed = false
+  /** Streams of requests in flight, per target: where that target's messages go first. */
+  private readonly inFlight = new Map<string, Array<SseBody>>()
+  private listenStream: SseBody | undefined = undefined
+  private backlog: Array<unknown> = []
+  /** Cached upstream list results by `target|method`, and a generation per `target|method` for races. */
+  private readonly cache = new Map<string, unknown>()
+  private readonly generation = new Map<string, number>()
+
+  constructor(id: string, state: SessionState, scope: Scope.Closeable, naming: Naming.Naming, now: number) {
+    this.id = id
+    this.state = state
+    this.scope = scope
+    this.naming = naming
+    this.lastActive = now
+  }
+
+  seal(id: string, state: SessionState): void {
+    this.id = id
+    this.state = state
+  }
+
+  /** The inbound side handed to a target's connection. */
+  inbound(target: string): Inbound {
+    return {
+      deliver: (message) => this.deliver(target, message),
+      closed: () => {
+        this.upstreams.delete(target)
+      }
+    }
+  }
+
+  private deliver(target: string, message: McpSchema.Request | McpSchema.Notification): Pause | undefined {
+    let out: unknown = message
+    if ("id" in message) {
+      out = { ...message, id: relayId(target, message.id) }
+    } else {
+      for (const [method, notification] of Object.entries(LIST_INVALIDATED_BY)) {
+        if (notification === message.method) this.invalidate(target, method)
+      }
+      const uri = McpSchema.field(message.params, "uri")
+      if (message.method === "notifications/resources/updated" && typeof uri === "string") {
+        out = { ...message, params: { ...message.params, uri: Naming.exposeUri(this.naming, target, uri) } }
+      }
+    }
+    const stream = this.streamFor(target)
+    if (stream === undefined) {
+      this.backlog.push(out)
+      if (this.backlog.length > BACKLOG_MAX_MESSAGES) this.backlog.shift()
+      return undefined
+    }
+    return stream.send(out) ? undefined : (resume) => stream.onDrain(resume)
+  }
+
+  private streamFor(target: string): SseBody | undefined {
+    const streams = this.inFlight.get(target)
+    if (streams !== undefined) {
+      for (let i = streams.length - 1; i >= 0; i--) if (!streams[i]!.closed) return streams[i]
+    }
+    return this.listenStream !== undefined && !this.listenStream.closed ? this.listenStream : undefined
+  }
+
+  /** Routes `targets`' server messages to `stream` while `effect` runs. */
+  withStream<A, E>(targets: ReadonlyArray<string>, stream: SseBody, effect: Effect.Effect<A, E>): Effect.Effect<A, E> {
+    return Effect.acquireUseRelease(
+      Effect.sync(() => {
+        for (const t of targets) {
+          const list = this.inFlight.get(t)
+          if (list === undefined) this.inFlight.set(t, [stream])
+          else list.push(stream)
+        }
+      }),
+      () => effect,
+      () =>
+        Effect.sync(() => {
+          for (const t of targets) {
+            const list = this.inFlight.get(t)
+            const i = list?.indexOf(stream) ?? -1
+            if (list !== undefined && i !== -1) list.splice(i, 1)
+          }
+        })
+    )
+  }
+
+  /** The GET stream: one per session (a second one replaces the first, which is ended). */
+  listen(stream: SseBody): void {
+    this.listenStream?.end()
+    this.listenStream = stream
+    for (const message of this.backlog.splice(0)) stream.send(message)
+  }
+
+  get listening(): boolean {
+    return this.listenStream !== undefined && !this.listenStream.closed
+  }
+
+  cached(target: string, method: string): unknown {
+    return this.cache.get(`${target}|${method}`)
+  }
+
+  generationOf(target: string, method: string): number {
+    return this.generation.get(`${target}|${method}`) ?? 0
+  }
+
+  /** Stores a list result unless a list_changed arrived since the request was sent. */
+  store(target: string, method: string, generation: number, result: unknown): void {
+    if (this.generationOf(target, method) === generation) this.cache.set(`${target}|${method}`, result)
+  }
+
+  private invalidate(target: string, method: string): void {
+    const key = `${target}|${method}`
+    this.cache.delete(key)
+    this.generation.set(key, (this.generation.get(key) ?? 0) + 1)
+  }
+
+  close(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.closed) return Effect.void
+      this.closed = true
+      this.listenStream?.end()
+      return Scope.close(this.scope, Exit.void)
+    })
+  }
+}

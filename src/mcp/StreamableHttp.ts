@@ -1,0 +1,351 @@
+/**
+ * The Streamable HTTP frontend (MCP 2025-03-26+, agentgateway `mcp/streamablehttp.rs`): one
+ * endpoint, POST for client messages, GET for the server→client stream, DELETE to end a
+ * session. Status rules (reference §2.2): 405 other methods (GET/DELETE too when stateless),
+ * 406 without both Accept types, 415 without a JSON content type, 400 for bad JSON, batches,
+ * unknown protocol versions and non-initialize messages without a session, 404 for an
+ * unknown session or one presented by another identity, 202 for notifications and responses.
+ * Requests are answered as `text/event-stream` (`event: message` frames): the head goes out
+ * with the first frame, so a call that fails before anything was streamed still gets a
+ * precise status.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
+import type * as Ir from "../ir/Ir.ts"
+import type { Handler } from "../pipeline/Policy.ts"
+import * as ProxyError from "../pipeline/ProxyError.ts"
+import { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import * as RequestBody from "../pipeline/RequestBody.ts"
+import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as Headers from "../shared/headers.ts"
+import { SseBody } from "./EventStream.ts"
+import * as Fanout from "./Fanout.ts"
+import * as McpSchema from "./McpSchema.ts"
+import * as Naming from "./Naming.ts"
+import { parseRelayId, Session, type SessionStore } from "./Session.ts"
+import type { SessionSealer, SessionState } from "./SessionSealer.ts"
+import type { CallContext, Connect, Upstream, UpstreamError } from "./Upstream.ts"
+
+export interface Backend {
+  /** The backend's name: sessions are valid on this backend only. */
+  readonly key: string
+  readonly ir: Ir.McpBackend
+  /** Connectors in target order. */
+  readonly connects: ReadonlyArray<{ readonly target: string; readonly connect: Connect }>
+  readonly store: SessionStore
+  readonly sealer: SessionSealer
+  readonly options: Fanout.Options
+  /** Parent of every session's scope (the snapshot's). */
+  readonly scope: Scope.Scope
+  readonly maxBodyBytes: number
+}
+
+const plain = (status: number, body: string, extra?: Headers.HeaderMap): ProxyResponse => {
+  const headers = extra === undefined ? Headers.empty() : { ...extra }
+  headers["content-type"] = "text/plain"
+  return new ProxyResponse(status, headers, body)
+}
+
+const json = (status: number, message: unknown, extra?: Headers.HeaderMap): ProxyResponse => {
+  const headers = extra === undefined ? Headers.empty() : { ...extra }
+  headers["content-type"] = "application/json"
+  return new ProxyResponse(status, headers, JSON.stringify(message))
+}
+
+const sse = (body: SseBody, extra?: Headers.HeaderMap): ProxyResponse => {
+  const headers = extra === undefined ? Headers.empty() : { ...extra }
+  headers["content-type"] = "text/event-stream"
+  headers["cache-control"] = "no-cache"
+  return new ProxyResponse(200, headers, body)
+}
+
+const accepted = () => new ProxyResponse(202, Headers.empty(), undefined)
+
+const accepts = (ctx: ProxyRequest, type: string) => (Headers.get(ctx.headers, "accept") ?? "").toLowerCase().includes(type)
+
+const callContext = (ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
+  headers: Fanout.forwardedHeaders(ctx.headers),
+  protocolVersion
+})
+
+/** Visible ASCII only (RFC 9110 field values; the MCP spec's session id rule). */
+const VISIBLE_ASCII = /^[\x21-\x7e]+$/
+
+/**
+ * Runs a request and answers as SSE once the first frame exists, or with the outcome's own
+ * status when nothing was streamed (a denied tool is 400 JSON, a failed upstream 500).
+ */
+const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra?: Headers.HeaderMap): Handler =>
+  Effect.callback<ProxyResponse, ProxyError.ProxyError>((resume) => {
+    const stream = new SseBody()
+    let headSent = false
+    const head = () => {
+      if (headSent) return
+      headSent = true
+      resume(Effect.succeed(sse(stream, extra)))
+    }
+    stream.onFirst = head
+    const fiber = Effect.runFork(run(stream))
+    stream.onClose(() => fiber.interruptUnsafe())
+    fiber.addObserver((exit) => {
+      if (Exit.isSuccess(exit)) {
+        const outcome = exit.value
+        if (!headSent && outcome.status !== 200) {
+          headSent = true
+          stream.onFirst = undefined
+          resume(Effect.succeed(json(outcome.status, outcome.response, extra)))
+          return
+        }
+        stream.send(outcome.response)
+        stream.end()
+      } else if (!headSent) {
+        headSent = true
+        resume(Effect.fail(ProxyError.make({ _tag: "Internal", cause: exit.cause })))
+      } else stream.end()
+    })
+    return Effect.sync(() => {
+      if (!headSent) fiber.interruptUnsafe()
+    })
+  })
+
+const rpcError = (status: number, id: McpSchema.Id | null, code: number, message: string, data?: unknown) =>
+  json(status, McpSchema.errorResponse(id, code, message, data))
+
+export const handler = (backend: Backend): Handler => {
+  const naming = Naming.make(backend.connects.map((c) => c.target), backend.ir.prefixMode)
+  const stateful = backend.ir.stateful
+
+  /** Connects every target into a fresh session scope; failOpen keeps what connected. */
+  const openSession = (state: SessionState, id: string, resume: boolean) =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.fork(backend.scope, "parallel")
+      const session = new Session(id, state, scope, naming, Date.now())
+      for (const { target, connect } of backend.connects) {
+        const token = resume ? state.upstreams[target] : undefined
+        const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
+        if (result._tag === "Success") session.upstreams.set(target, result.success)
+        else if (!backend.options.failOpen) {
+          yield* session.close()
+          return yield* Effect.fail(result.failure)
+        }
+      }
+      return session
+    })
+
+  const sealedState = (session: Session, identity: string, protocolVersion: string): SessionState => {
+    const upstreams: Record<string, string | null> = {}
+    let resumable = true
+    for (const [target, u] of session.upstreams) {
+      const token = u.resumeToken()
+      if (token === undefined) resumable = false
+      upstreams[target] = token ?? null
+    }
+    return { backend: backend.key, identity, protocolVersion, upstreams, resumable, nonce: crypto.randomUUID() }
+  }
+
+  const initialize = (ctx: ProxyRequest, request: McpSchema.Request, headerVersion: string | undefined): Handler => {
+    const requested = McpSchema.field(request.params, "protocolVersion")
+    const version = typeof requested === "string" && McpSchema.KNOWN_VERSIONS.includes(requested) ? requested : McpSchema.LATEST_VERSION
+    const identity = ctx.identity ?? ""
+    const draft: SessionState = { backend: backend.key, identity, protocolVersion: version, upstreams: {}, resumable: false, nonce: "" }
+    const context = callContext(ctx, headerVersion)
+    return Effect.flatMap(
+      Effect.result(openSession(draft, "", false)),
+      (opened) => {
+        if (opened._tag === "Failure") {
+          return Effect.succeed(rpcError(500, request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${opened.failure.target}: ${opened.failure.message}`))
+        }
+        const session = opened.success
+        // Stateless: the session lives for this request only.
+        const run = (stream: SseBody) =>
+          Effect.flatMap(Fanout.initialize(session, backend.options, request, { request: ctx, context, stream }), (outcome) => {
+            if (!stateful || outcome.response.error !== undefined) return Effect.as(session.close(), outcome)
+            const result = outcome.response.result
+            const negotiated = McpSchema.field(result, "protocolVersion")
+            const state = sealedState(session, identity, typeof negotiated === "string" ? negotiated : version)
+            const id = backend.sealer.seal(state)
+            session.seal(id, state)
+            backend.store.set(id, session)
+            if (ctx.mcp !== undefined) ctx.mcp.sessionId = id
+            // Upstream server-initiated streams open now: list_changed must reach the cache even before the client GETs.
+            return Effect.as(Effect.forEach([...session.upstreams.values()], (u) => u.listen(context), { discard: true }), outcome)
+          })
+        if (!stateful) return streamed(run)
+        // The id is only known once the upstreams answered, and it must be in the head: answer after the fan-out.
+        return Effect.flatMap(
+          Effect.sync(() => new SseBody()),
+          (stream) =>
+            Effect.map(run(stream), (outcome) => {
+              const sessionId = ctx.mcp?.sessionId
+              if (outcome.status !== 200 || sessionId === undefined) return json(outcome.status === 200 ? 500 : outcome.status, outcome.response)
+              stream.send(outcome.response)
+              stream.end()
+              const extra = Headers.empty()
+              extra["mcp-session-id"] = sessionId
+              return sse(stream, extra)
+            })
+        )
+      }
+    )
+  }
+
+  /** The session an id names on this backend for this caller, reopened from its sealed state if needed. */
+  const lookup = (ctx: ProxyRequest, id: string): Effect.Effect<Session | 400 | 404> => {
+    if (!VISIBLE_ASCII.test(id)) return Effect.succeed(400)
+    const identity = ctx.identity ?? ""
+    const found = backend.store.get(id)
+    if (found !== undefined) {
+      if (found.closed) return Effect.succeed(404)
+      if (found.state.identity !== identity) return Effect.succeed(404)
+      found.lastActive = Date.now()
+      return Effect.succeed(found)
+    }
+    const state = backend.sealer.open(id)
+    if (state === "invalid" || state.backend !== backend.key || state.identity !== identity || !state.resumable) return Effect.succeed(404)
+    const targets = backend.connects.map((c) => c.target)
+    if (targets.length !== Object.keys(state.upstreams).length || targets.some((t) => !(t in state.upstreams))) return Effect.succeed(404)
+    return openSession(state, id, true).pipe(
+      Effect.map((session) => {
+        backend.store.set(id, session)
+        return session
+      }),
+      Effect.catch(() => Effect.succeed(404 as const))
+    )
+  }
+
+  const withSession = (ctx: ProxyRequest, use: (session: Session) => Handler, missing: string): Handler => {
+    const id = Headers.get(ctx.headers, "mcp-session-id")
+    if (id === undefined) return Effect.succeed(plain(400, missing))
+    return Effect.flatMap(lookup(ctx, id), (found) => {
+      if (found === 400) return Effect.succeed(plain(400, "invalid session ID header"))
+      if (found === 404) return Effect.succeed(plain(404, "session not found"))
+      if (ctx.mcp !== undefined) ctx.mcp.sessionId = id
+      return use(found)
+    })
+  }
+
+  const dispatch = (ctx: ProxyRequest, session: Session, message: McpSchema.Classified, headerVersion: string | undefined): Handler => {
+    const context = callContext(ctx, headerVersion ?? session.state.protocolVersion)
+    switch (message._tag) {
+      case "Notification":
+        return Effect.as(Fanout.notify(session, message.message, context), accepted())
+      case "Response": {
+        const relayed = parseRelayId(message.message.id)
+        if (relayed === undefined) return Effect.succeed(accepted())
+        return Effect.as(Fanout.respond(session, message.message, relayed.target, relayed.id, context), accepted())
+      }
+      case "Request":
+        return streamed((stream) => Fanout.handle(session, backend.options, message.message, { request: ctx, context, stream }))
+    }
+  }
+
+  /** Stateless: a fresh connection per request, initialized on the client's behalf, closed after. */
+  const stateless = (ctx: ProxyRequest, message: McpSchema.Classified, headerVersion: string | undefined): Handler => {
+    if (message._tag !== "Request") return Effect.succeed(accepted())
+    if (message.message.method === "initialize") return initialize(ctx, message.message, headerVersion)
+    const request = message.message
+    const version = headerVersion ?? McpSchema.LATEST_VERSION
+    const state: SessionState = { backend: backend.key, identity: ctx.identity ?? "", protocolVersion: version, upstreams: {}, resumable: false, nonce: "" }
+    const context = callContext(ctx, version)
+    const init = {
+      protocolVersion: version,
+      capabilities: {},
+      clientInfo: { name: "agentgateway", version: "stateless" }
+    }
+    return Effect.flatMap(Effect.result(openSession(state, "", false)), (opened) => {
+      if (opened._tag === "Failure") {
+        return Effect.succeed(rpcError(500, request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${opened.failure.target}: ${opened.failure.message}`))
+      }
+      const session = opened.success
+      const prepare = Effect.forEach([...session.upstreams.values()], (u: Upstream) =>
+        Effect.flatMap(u.request("initialize", init, context), () => u.send({ jsonrpc: "2.0", method: "notifications/initialized" }, context)), { concurrency: "unbounded", discard: true })
+      return streamed((stream) =>
+        prepare.pipe(
+          Effect.flatMap(() => Fanout.handle(session, backend.options, request, { request: ctx, context, stream })),
+          Effect.catch((e: UpstreamError) => Effect.succeed<Fanout.Outcome>({
+            response: McpSchema.errorResponse(request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${e.target}: ${e.message}`),
+            status: 500
+          })),
+          Effect.ensuring(session.close())
+        )
+      )
+    })
+  }
+
+  const post = (ctx: ProxyRequest): Handler => {
+    if (!accepts(ctx, "application/json") || !accepts(ctx, "text/event-stream")) {
+      return Effect.succeed(plain(406, "Not Acceptable: Client must accept both application/json and text/event-stream"))
+    }
+    const contentType = (Headers.get(ctx.headers, "content-type") ?? "").toLowerCase()
+    if (!contentType.startsWith("application/json")) return Effect.succeed(plain(415, "Unsupported Media Type: Content-Type must be application/json"))
+    return Effect.flatMap(RequestBody.read(ctx, backend.maxBodyBytes), (bytes) => {
+      if (bytes === undefined) return Effect.fail(ProxyError.make({ _tag: "BodyTooLarge" }))
+      const message = McpSchema.parse(Buffer.from(bytes).toString("utf8"))
+      if (message === undefined) return Effect.succeed(rpcError(400, null, McpSchema.ErrorCode.ParseError, "invalid JSON-RPC message"))
+      const id = message._tag === "Request" ? message.message.id : null
+      const method = message._tag === "Response" ? undefined : message.message.method
+      ctx.mcp = { method, target: undefined, toolName: undefined, sessionId: undefined }
+      const headerVersion = Headers.get(ctx.headers, "mcp-protocol-version")
+      if (headerVersion !== undefined) {
+        if (!McpSchema.KNOWN_VERSIONS.includes(headerVersion)) {
+          return Effect.succeed(
+            method === "initialize"
+              ? rpcError(400, id, McpSchema.ErrorCode.InvalidRequest, `unsupported MCP protocol version: ${headerVersion}`)
+              : rpcError(400, id, McpSchema.ErrorCode.InvalidRequest, `unsupported MCP protocol version: ${headerVersion}`, {
+                supported: McpSchema.KNOWN_VERSIONS,
+                requested: headerVersion
+              })
+          )
+        }
+        if (method === "initialize" && message._tag === "Request" && McpSchema.field(message.message.params, "protocolVersion") !== headerVersion) {
+          return Effect.succeed(rpcError(400, id, McpSchema.ErrorCode.HeaderMismatch, "MCP-Protocol-Version header does not match protocolVersion"))
+        }
+      }
+      if (!stateful) return stateless(ctx, message, headerVersion)
+      if (message._tag === "Request" && message.message.method === "initialize") return initialize(ctx, message.message, headerVersion)
+      return withSession(ctx, (session) => dispatch(ctx, session, message, headerVersion), "session header is required for non-initialize requests")
+    })
+  }
+
+  const get = (ctx: ProxyRequest): Handler => {
+    if (!accepts(ctx, "text/event-stream")) return Effect.succeed(plain(406, "Not Acceptable: Client must accept text/event-stream"))
+    return withSession(ctx, (session) =>
+      Effect.suspend(() => {
+        const stream = new SseBody()
+        stream.comment()
+        session.listen(stream)
+        const context = callContext(ctx, session.state.protocolVersion)
+        return Effect.as(
+          Effect.forEach([...session.upstreams.values()], (u) => u.listen(context), { concurrency: "unbounded", discard: true }),
+          sse(stream)
+        )
+      }), "session ID is required")
+  }
+
+  const remove = (ctx: ProxyRequest): Handler => {
+    const id = Headers.get(ctx.headers, "mcp-session-id")
+    if (id === undefined) return Effect.succeed(plain(400, "session ID is required"))
+    const found = backend.store.get(id)
+    if (found === undefined || found.state.identity !== (ctx.identity ?? "")) return Effect.succeed(accepted())
+    backend.store.delete(id)
+    return Effect.as(found.close(), accepted())
+  }
+
+  return Effect.flatMap(currentRequest, (ctx) => {
+    ctx.backend = backend.key
+    switch (ctx.method) {
+      case "POST":
+        return post(ctx)
+      case "GET":
+        return stateful ? get(ctx) : Effect.succeed(plain(405, "method not allowed; must be GET, POST, or DELETE"))
+      case "DELETE":
+        return stateful ? remove(ctx) : Effect.succeed(plain(405, "method not allowed; must be GET, POST, or DELETE"))
+      default:
+        return Effect.succeed(plain(405, "method not allowed; must be GET, POST, or DELETE"))
+    }
+  })
+}
+

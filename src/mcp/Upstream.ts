@@ -1,0 +1,70 @@
+/**
+ * The one interface every MCP target implements (stdio, Streamable HTTP, and later legacy SSE
+ * and OpenAPI): a JSON-RPC connection to one server for one gateway session. The session
+ * (Session.ts) owns it through a Scope: closing the session's scope closes the connection
+ * (kills the process group, DELETEs the upstream session). See src/mcp/README.md.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type * as Headers from "../shared/headers.ts"
+import type * as McpSchema from "./McpSchema.ts"
+
+/** A failure talking to one target; surfaces as JSON-RPC -32603 with `message`. */
+export class UpstreamError extends Data.TaggedError("UpstreamError")<{
+  readonly target: string
+  readonly message: string
+  /** An HTTP status the upstream answered with, relayed as is (§2.4 "Errors"). */
+  readonly status?: number | undefined
+  readonly body?: string | undefined
+}> {}
+
+/** What a call carries besides the message. */
+export interface CallContext {
+  /** Downstream request headers to forward (HTTP transports; `mcp-session-id` etc. already removed). */
+  readonly headers: Headers.HeaderMap | undefined
+  /** The protocol version negotiated with the client (sent as MCP-Protocol-Version upstream). */
+  readonly protocolVersion: string | undefined
+}
+
+/**
+ * Backpressure from the consumer of server-initiated messages: when `deliver` returns a
+ * function, the upstream stops reading and calls it with its `resume`.
+ */
+export type Pause = (resume: () => void) => void
+
+/** Where an upstream hands what the server sends on its own. */
+export interface Inbound {
+  /** A server notification or server→client request (ids are the upstream's own). */
+  readonly deliver: (message: McpSchema.Request | McpSchema.Notification) => Pause | undefined
+  /** The connection is gone (process exited, stream failed). */
+  readonly closed: (reason: string) => void
+}
+
+export interface Upstream {
+  readonly target: string
+  /** Sends a request (the upstream's own id space) and succeeds with the matching response. */
+  readonly request: (
+    method: string,
+    params: Record<string, unknown> | undefined,
+    call: CallContext
+  ) => Effect.Effect<McpSchema.Response, UpstreamError>
+  /** Sends a notification, or the client's response to a server→client request. */
+  readonly send: (message: McpSchema.Notification | McpSchema.Response, call: CallContext) => Effect.Effect<void, UpstreamError>
+  /** Opens the transport's own server→client channel (Streamable HTTP GET), if it has one. */
+  readonly listen: (call: CallContext) => Effect.Effect<void>
+  /**
+   * What another replica needs to reconnect: the upstream session id (`null`: none, the
+   * server is stateless), or `undefined` when the connection cannot be resumed (stdio).
+   */
+  readonly resumeToken: () => string | null | undefined
+}
+
+/** Opens a connection for a session; finalizers go to the given (session) Scope. */
+export type Connect = (
+  inbound: Inbound,
+  /** A resume token from a sealed session id, when resuming on this replica. */
+  resume: string | null | undefined
+) => Effect.Effect<Upstream, UpstreamError, Scope.Scope>

@@ -1,0 +1,123 @@
+/**
+ * Streamable HTTP targets (a small SDK server on a loopback port), federation over them,
+ * session resume on a second gateway holding the same key, and stateless mode.
+ */
+import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { connectClient } from "../support/McpClient.ts"
+
+const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
+const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+const BOTH = "application/json, text/event-stream"
+const frames = (text: string) => text.split("\n\n").filter((f) => f.startsWith("event: message\ndata: ")).map((f) => JSON.parse(f.slice("event: message\ndata: ".length)))
+
+const startServer = async (name: string): Promise<{ port: number; child: ChildProcess }> => {
+  const port = await freePort()
+  const child = spawn(process.execPath, [fixture, "http", String(port)], { env: { ...process.env, FIXTURE_NAME: name }, stdio: ["ignore", "pipe", "inherit"] })
+  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()))
+  return { port, child }
+}
+
+/** The gateways form: backend names carry no port, so two in-process replicas name the backend alike. */
+const config = (a: number, b: number) => `
+config:
+  session: {key: "$KEY"}
+gateways:
+  default: {port: $PORT}
+routes:
+- name: fed
+  matches: [{path: {pathPrefix: /fed}}]
+  backends:
+  - mcp:
+      targets:
+      - name: a
+        mcp: {host: "http://127.0.0.1:${a}/mcp"}
+      - name: b
+        mcp: {host: 127.0.0.1, port: ${b}}
+- name: stateless
+  matches: [{path: {pathPrefix: /stateless}}]
+  backends:
+  - mcp:
+      statefulMode: stateless
+      targets:
+      - name: a
+        mcp: {host: "http://127.0.0.1:${a}/mcp"}
+`
+
+describe("MCP Streamable HTTP targets", () => {
+  let a: { port: number; child: ChildProcess }
+  let b: { port: number; child: ChildProcess }
+  let gw1: Running
+  let gw2: Running
+  let port1: number
+  let port2: number
+  beforeAll(async () => {
+    a = await startServer("alpha")
+    b = await startServer("beta")
+    port1 = await freePort()
+    port2 = await freePort()
+    gw1 = await startGateway(config(a.port, b.port), { vars: { PORT: port1, KEY } })
+    gw2 = await startGateway(config(a.port, b.port), { vars: { PORT: port2, KEY } })
+  })
+  afterAll(async () => {
+    await gw1.stop()
+    await gw2.stop()
+    a.child.kill()
+    b.child.kill()
+  })
+
+  it("federates HTTP targets with the SDK client", async () => {
+    const { client } = await connectClient(gw1.url(port1, "/fed/mcp"))
+    expect(client.getServerVersion()?.name).toBe("agentgateway")
+    expect(client.getInstructions()).toContain("[a]\nalpha instructions")
+    expect(client.getInstructions()).toContain("[b]\nbeta instructions")
+    const names = (await client.listTools()).tools.map((t) => t.name)
+    expect(names).toEqual(["a_echo", "a_pid", "a_add-tool", "a_flood", "b_echo", "b_pid", "b_add-tool", "b_flood"])
+    expect((await client.callTool({ name: "b_echo", arguments: { text: "hi" } })).content).toEqual([{ type: "text", text: "beta: hi" }])
+    // The upstream announces the change on its own stream; the gateway relays it and drops its cached list.
+    const changed = new Promise<void>((resolve) => client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve()))
+    await client.callTool({ name: "a_add-tool", arguments: { name: "later" } })
+    await changed
+    expect((await client.listTools()).tools.map((t) => t.name)).toContain("a_later")
+    await client.close()
+  })
+
+  it("resumes a session on another gateway with the same key", async () => {
+    const { client, transport } = await connectClient(gw1.url(port1, "/fed/mcp"))
+    const id = transport.sessionId!
+    expect(id).toMatch(/^[A-Za-z0-9_-]+$/)
+    const headers = { accept: BOTH, "content-type": "application/json", "mcp-session-id": id, "mcp-protocol-version": "2025-11-25" }
+    const res = await fetch(gw2.url(port2, "/fed/mcp"), {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ jsonrpc: "2.0", id: 5, method: "tools/call", params: { name: "a_echo", arguments: { text: "elsewhere" } } })
+    })
+    expect(res.status).toBe(200)
+    expect(frames(await res.text())).toEqual([{ jsonrpc: "2.0", id: 5, result: { content: [{ type: "text", text: "alpha: elsewhere" }] } }])
+    // A tampered id is not a session.
+    const tampered = id.slice(0, -2) + (id.endsWith("A") ? "BB" : "AA")
+    const bad = await fetch(gw2.url(port2, "/fed/mcp"), { method: "POST", headers: { ...headers, "mcp-session-id": tampered }, body: JSON.stringify({ jsonrpc: "2.0", id: 6, method: "ping" }) })
+    expect(bad.status).toBe(404)
+    await client.close()
+  })
+
+  it("serves stateless requests without a session", async () => {
+    const url = gw1.url(port1, "/stateless/mcp")
+    const call = await fetch(url, {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "echo", arguments: { text: "once" } } })
+    })
+    expect(call.status).toBe(200)
+    expect(call.headers.get("mcp-session-id")).toBeNull()
+    expect(frames(await call.text())).toEqual([{ jsonrpc: "2.0", id: 1, result: { content: [{ type: "text", text: "alpha: once" }] } }])
+    expect((await fetch(url, { headers: { accept: "text/event-stream" } })).status).toBe(405)
+    expect((await fetch(url, { method: "DELETE" })).status).toBe(405)
+    const { client } = await connectClient(url)
+    expect((await client.callTool({ name: "echo", arguments: { text: "sdk" } })).content).toEqual([{ type: "text", text: "alpha: sdk" }])
+    await client.close()
+  })
+})

@@ -1,0 +1,129 @@
+/**
+ * The MCP gateway end to end with real peers: the official SDK client over Streamable HTTP,
+ * `@modelcontextprotocol/server-everything` over stdio behind it.
+ */
+import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js"
+import { createRequire } from "node:module"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { connectClient } from "../support/McpClient.ts"
+
+const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js")
+
+describe("MCP over stdio (server-everything)", () => {
+  let gw: Running
+  let port: number
+  beforeAll(async () => {
+    port = await freePort()
+    gw = await startGateway(
+      `
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - name: one
+      matches: [{path: {pathPrefix: /one}}]
+      backends:
+      - mcp:
+          targets:
+          - name: everything
+            stdio: {cmd: "${process.execPath}", args: ["${everything}", "stdio"]}
+    - name: two
+      matches: [{path: {pathPrefix: /two}}]
+      backends:
+      - mcp:
+          targets:
+          - name: a
+            stdio: {cmd: "${process.execPath}", args: ["${everything}", "stdio"]}
+          - name: b
+            stdio: {cmd: "${process.execPath}", args: ["${everything}", "stdio"]}
+`,
+      { vars: { PORT: port } }
+    )
+  })
+  afterAll(async () => {
+    await gw.stop()
+  })
+
+  it("passes a single target through: tools, prompts, resources", async () => {
+    const { client } = await connectClient(gw.url(port, "/one/mcp"))
+    expect(client.getServerVersion()?.name).toBe("mcp-servers/everything")
+    const tools = await client.listTools()
+    expect(tools.tools.map((t) => t.name)).toContain("echo")
+    const echo = await client.callTool({ name: "echo", arguments: { message: "hi" } })
+    expect(echo.content).toEqual([{ type: "text", text: "Echo: hi" }])
+    const prompts = await client.listPrompts()
+    expect(prompts.prompts.map((p) => p.name)).toContain("simple-prompt")
+    const prompt = await client.getPrompt({ name: "simple-prompt" })
+    expect(prompt.messages.length).toBeGreaterThan(0)
+    const resources = await client.listResources()
+    const first = resources.resources[0]!
+    const read = await client.readResource({ uri: first.uri })
+    expect(read.contents[0]!.uri).toBe(first.uri)
+    await client.close()
+  })
+
+  it("relays sampling and elicitation requests with their responses", async () => {
+    const { client } = await connectClient(gw.url(port, "/one/mcp"), { sampling: {}, elicitation: {} })
+    client.setRequestHandler(CreateMessageRequestSchema, async () => ({
+      role: "assistant",
+      content: { type: "text", text: "sampled!" },
+      model: "test-model"
+    }))
+    client.setRequestHandler(ElicitRequestSchema, async () => ({ action: "accept", content: { color: "blue" } }))
+    const tools = await client.listTools()
+    expect(tools.tools.map((t) => t.name)).toContain("trigger-sampling-request")
+    const sampled = await client.callTool({ name: "trigger-sampling-request", arguments: { prompt: "x", maxTokens: 5 } })
+    expect(JSON.stringify(sampled.content)).toContain("sampled!")
+    await client.close()
+  })
+
+  it("federates two targets: prefixed names, routed calls, merged initialize", async () => {
+    const { client } = await connectClient(gw.url(port, "/two/mcp"))
+    expect(client.getServerVersion()?.name).toBe("agentgateway")
+    expect(client.getInstructions()).toMatch(/^This server is a gateway to a set of mcp servers\./)
+    expect(client.getInstructions()).toContain("\n\n[a]\n")
+    const names = (await client.listTools()).tools.map((t) => t.name)
+    expect(names).toContain("a_echo")
+    expect(names).toContain("b_echo")
+    expect(names.every((n) => n.startsWith("a_") || n.startsWith("b_"))).toBe(true)
+    const echo = await client.callTool({ name: "b_echo", arguments: { message: "to b" } })
+    expect(echo.content).toEqual([{ type: "text", text: "Echo: to b" }])
+    const prompts = (await client.listPrompts()).prompts.map((p) => p.name)
+    expect(prompts).toContain("a_simple-prompt")
+    const resources = (await client.listResources()).resources
+    expect(resources.every((r) => r.uri.startsWith("a+") || r.uri.startsWith("b+"))).toBe(true)
+    const read = await client.readResource({ uri: resources[0]!.uri })
+    expect(read.contents[0]!.uri).toBe(resources[0]!.uri)
+    await expect(client.callTool({ name: "echo", arguments: {} })).rejects.toThrow(/Unknown tool: echo/)
+    await client.close()
+  })
+})
+
+describe("the quickstart's MCP demo", () => {
+  it("federates two server-everything targets at /mcp", async () => {
+    const fs = await import("node:fs")
+    const path = await import("node:path")
+    const root = path.resolve(import.meta.dirname, "../..")
+    const yaml = fs.readFileSync(path.join(root, "examples/quickstart.yaml"), "utf8")
+      .replaceAll("port: 3000", "port: $P0")
+      .replaceAll("port: 3001", "port: $P1")
+      .replaceAll("127.0.0.1:3001", "127.0.0.1:$P1")
+      .replaceAll("[node_modules/", `[${root}/node_modules/`)
+      .replaceAll("cmd: node", `cmd: "${process.execPath}"`)
+      .replace("adminAddr: localhost:15000", "adminAddr: $ADMIN_ADDR")
+    const p0 = await freePort()
+    const gw = await startGateway(yaml, { vars: { P0: p0, P1: await freePort() } })
+    try {
+      const { client } = await connectClient(gw.url(p0, "/mcp"))
+      const names = (await client.listTools()).tools.map((t) => t.name)
+      expect(names).toContain("everything_echo")
+      expect(names).toContain("second_echo")
+      expect((await client.callTool({ name: "second_echo", arguments: { message: "demo" } })).content).toEqual([{ type: "text", text: "Echo: demo" }])
+      await client.close()
+      expect((await fetch(gw.url(p0, "/hello"))).status).toBe(200)
+    } finally {
+      await gw.stop()
+    }
+  })
+})

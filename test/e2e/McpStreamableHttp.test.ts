@@ -1,0 +1,241 @@
+/**
+ * The Streamable HTTP frontend's status rules (reference §2.2) over raw HTTP, the stdio
+ * process lifecycle (killed on DELETE and on gateway stop), spawn failures, the per-session
+ * list cache, and bounded memory under a slow reader.
+ */
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as v8 from "node:v8"
+import * as vm from "node:vm"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { connectClient } from "../support/McpClient.ts"
+
+const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-"))
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const waitFor = async (check: () => boolean) => {
+  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25))
+  return check()
+}
+
+const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
+const BOTH = "application/json, text/event-stream"
+
+const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
+  fetch(url, { method: "POST", headers: { accept: BOTH, "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) })
+
+/** A JSON-RPC message as the tests read it. */
+interface Rpc {
+  readonly id?: unknown
+  readonly result?: unknown
+  readonly error?: { readonly code: number; readonly message: string; readonly data?: unknown }
+}
+const rpc = async (res: Response): Promise<Rpc> => (await res.json()) as Rpc
+
+const frames = (text: string): Array<Rpc> => text.split("\n\n").filter((f) => f.startsWith("event: message\ndata: ")).map((f) => JSON.parse(f.slice("event: message\ndata: ".length)))
+
+describe("MCP Streamable HTTP frontend", () => {
+  let gw: Running
+  let port: number
+  let url: string
+  const pidFile = path.join(tmp, "pid")
+  beforeAll(async () => {
+    port = await freePort()
+    gw = await startGateway(
+      `
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - name: fx
+      matches: [{path: {pathPrefix: /fx}}]
+      backends:
+      - mcp:
+          targets:
+          - name: fx
+            stdio: {cmd: "${process.execPath}", args: ["${fixture}", "stdio"], env: {FIXTURE_PID_FILE: "${pidFile}"}}
+    - name: other
+      matches: [{path: {pathPrefix: /other}}]
+      backends:
+      - mcp:
+          targets:
+          - name: fx
+            stdio: {cmd: "${process.execPath}", args: ["${fixture}", "stdio"]}
+    - name: broken
+      matches: [{path: {pathPrefix: /broken}}]
+      backends:
+      - mcp:
+          targets:
+          - name: nope
+            stdio: {cmd: /nonexistent/mcp-server}
+`,
+      { vars: { PORT: port } }
+    )
+    url = gw.url(port, "/fx/mcp")
+  })
+  afterAll(async () => {
+    await gw.stop()
+  })
+
+  const initSession = async () => {
+    const res = await post(url, INIT)
+    expect(res.status).toBe(200)
+    expect(res.headers.get("content-type")).toBe("text/event-stream")
+    const id = res.headers.get("mcp-session-id")!
+    expect(frames(await res.text())).toMatchObject([{ id: 1, result: { serverInfo: { name: "fixture" } } }])
+    return id
+  }
+
+  it("answers the status rules of §2.2", async () => {
+    expect((await fetch(url, { method: "PUT" })).status).toBe(405)
+    expect((await post(url, INIT, { accept: "application/json" })).status).toBe(406)
+    expect((await post(url, INIT, { "content-type": "text/plain" })).status).toBe(415)
+    const bad = await post(url, "{not json")
+    expect(bad.status).toBe(400)
+    expect((await rpc(bad)).error?.code).toBe(-32700)
+    expect((await post(url, [INIT])).status).toBe(400)
+    const noSession = await post(url, { jsonrpc: "2.0", id: 2, method: "tools/list" })
+    expect(noSession.status).toBe(400)
+    expect(await noSession.text()).toBe("session header is required for non-initialize requests")
+    expect((await post(url, { jsonrpc: "2.0", method: "notifications/initialized" })).status).toBe(400)
+    const version = await post(url, { jsonrpc: "2.0", id: 2, method: "tools/list" }, { "mcp-protocol-version": "1900-01-01" })
+    expect(version.status).toBe(400)
+    expect((await rpc(version)).error).toEqual({
+      code: -32600,
+      message: "unsupported MCP protocol version: 1900-01-01",
+      data: { supported: ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"], requested: "1900-01-01" }
+    })
+    expect((await post(url, INIT, { "mcp-protocol-version": "2025-03-26" })).status).toBe(400)
+    expect((await post(url, { jsonrpc: "2.0", id: 2, method: "tools/list" }, { "mcp-session-id": "unknown" })).status).toBe(404)
+    expect((await post(url, { jsonrpc: "2.0", id: 2, method: "tools/list" }, { "mcp-session-id": "bad id" })).status).toBe(400)
+    expect((await fetch(url, { headers: { accept: "text/event-stream" } })).status).toBe(400)
+
+    const id = await initSession()
+    expect(id).toMatch(/^[\x21-\x7e]+$/)
+    for (const v of ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]) {
+      const ping = await post(url, { jsonrpc: "2.0", id: 9, method: "ping" }, { "mcp-session-id": id, "mcp-protocol-version": v })
+      expect(ping.status).toBe(200)
+      expect(frames(await ping.text())).toEqual([{ jsonrpc: "2.0", id: 9, result: {} }])
+    }
+    expect((await post(url, { jsonrpc: "2.0", method: "notifications/initialized" }, { "mcp-session-id": id })).status).toBe(202)
+    expect((await post(url, { jsonrpc: "2.0", id: "agw_fx_n_1", result: {} }, { "mcp-session-id": id })).status).toBe(202)
+    // A session belongs to its backend.
+    expect((await post(gw.url(port, "/other/mcp"), { jsonrpc: "2.0", id: 2, method: "tools/list" }, { "mcp-session-id": id })).status).toBe(404)
+    const denied = await post(url, { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "fx_echo" } }, { "mcp-session-id": id })
+    expect(denied.status).toBe(200) // single target: names are not prefixed, fx_echo reaches the server
+    const get = await fetch(url, { headers: { accept: "text/event-stream", "mcp-session-id": id } })
+    expect(get.status).toBe(200)
+    expect(get.headers.get("content-type")).toBe("text/event-stream")
+    await get.body?.cancel()
+    expect((await fetch(url, { method: "GET", headers: { accept: "application/json", "mcp-session-id": id } })).status).toBe(406)
+    expect((await fetch(url, { method: "DELETE" })).status).toBe(400)
+    expect((await fetch(url, { method: "DELETE", headers: { "mcp-session-id": id } })).status).toBe(202)
+    expect((await post(url, { jsonrpc: "2.0", id: 4, method: "ping" }, { "mcp-session-id": id })).status).toBe(404)
+    expect((await fetch(url, { method: "DELETE", headers: { "mcp-session-id": "unknown" } })).status).toBe(202)
+  })
+
+  it("kills the stdio process group on DELETE", async () => {
+    fs.rmSync(pidFile, { force: true })
+    const id = await initSession()
+    expect(await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, "utf8") !== "")).toBe(true)
+    const pid = Number(fs.readFileSync(pidFile, "utf8"))
+    expect(alive(pid)).toBe(true)
+    expect((await fetch(url, { method: "DELETE", headers: { "mcp-session-id": id } })).status).toBe(202)
+    expect(alive(pid)).toBe(false)
+  })
+
+  it("answers a target that cannot start with a JSON-RPC error, not a hang", async () => {
+    const res = await post(gw.url(port, "/broken/mcp"), INIT)
+    expect(res.status).toBe(500)
+    const body = await rpc(res)
+    expect(body.id).toBe(1)
+    expect(body.error?.code).toBe(-32603)
+    expect(body.error?.message).toMatch(/^failed to send message: nope: failed to start stdio server: spawn \/nonexistent\/mcp-server ENOENT/)
+  })
+
+  it("caches a target's tools/list per session until list_changed", async () => {
+    const { client } = await connectClient(url)
+    const before = (await client.listTools()).tools.map((t) => t.name)
+    expect(before).not.toContain("fresh")
+    await client.callTool({ name: "add-tool", arguments: { name: "fresh" } })
+    expect((await client.listTools()).tools.map((t) => t.name)).toContain("fresh")
+    await client.close()
+  })
+
+  it("keeps memory bounded while a slow client reads a 64 MB stream", async () => {
+    const id = await initSession()
+    const total = 64 * 1024 * 1024
+    const body = JSON.stringify({ jsonrpc: "2.0", id: 7, method: "tools/call", params: { name: "flood", arguments: { bytes: total, chunk: 65536 } } })
+    // Retained memory, not garbage: collect before each sample.
+    v8.setFlagsFromString("--expose-gc")
+    const gc = vm.runInNewContext("gc") as () => void
+    const retained = () => {
+      gc()
+      const m = process.memoryUsage()
+      return m.heapUsed + m.arrayBuffers
+    }
+    const base = retained()
+    let peak = 0
+    const SAMPLE_EVERY = 4 * 1024 * 1024
+    const received = await new Promise<number>((resolve, reject) => {
+      const req = http.request(url, { method: "POST", headers: { accept: BOTH, "content-type": "application/json", "mcp-session-id": id } }, (res) => {
+        let bytes = 0
+        let nextSample = SAMPLE_EVERY
+        let tail = ""
+        res.on("data", (chunk: Buffer) => {
+          bytes += chunk.length
+          tail = (tail + chunk.toString("latin1")).slice(-200)
+          if (bytes >= nextSample) {
+            nextSample += SAMPLE_EVERY
+            peak = Math.max(peak, retained() - base)
+          }
+          // Slow reader: a pause after every chunk lets the socket and pipes fill up.
+          res.pause()
+          setTimeout(() => res.resume(), 1)
+        })
+        res.on("end", () => (tail.includes('"text":"done"') ? resolve(bytes) : reject(new Error(`no final frame: ${tail}`))))
+        res.on("error", reject)
+      })
+      req.end(body)
+    })
+    expect(received).toBeGreaterThan(total)
+    // The stream is 64 MiB; what the gateway holds of it at any time is a few buffers.
+    expect(peak / (1024 * 1024)).toBeLessThan(24)
+    await fetch(url, { method: "DELETE", headers: { "mcp-session-id": id } })
+  }, 60_000)
+
+  it("kills every stdio process group when the gateway stops", async () => {
+    const port2 = await freePort()
+    const pidFile2 = path.join(tmp, "pid2")
+    const gw2 = await startGateway(
+      `
+mcp:
+  port: $PORT
+  targets:
+  - name: fx
+    stdio: {cmd: "${process.execPath}", args: ["${fixture}", "stdio"], env: {FIXTURE_PID_FILE: "${pidFile2}"}}
+`,
+      { vars: { PORT: port2 } }
+    )
+    const res = await post(gw2.url(port2, "/anything"), INIT)
+    expect(res.status).toBe(200)
+    await res.text()
+    expect(await waitFor(() => fs.existsSync(pidFile2) && fs.readFileSync(pidFile2, "utf8") !== "")).toBe(true)
+    const pid = Number(fs.readFileSync(pidFile2, "utf8"))
+    expect(alive(pid)).toBe(true)
+    await gw2.stop()
+    expect(alive(pid)).toBe(false)
+  })
+})

@@ -1,0 +1,79 @@
+/**
+ * A small MCP server on the official SDK, for gateway tests: `node FixtureServer.ts stdio`
+ * or `node FixtureServer.ts http <port>` (Streamable HTTP, stateful). Tools:
+ *   echo {text}              → "<name>: <text>"
+ *   pid                      → the server's pid
+ *   add-tool {name}          → registers a tool (list_changed follows)
+ *   flood {bytes, chunk}     → sends `bytes` of log notifications, then answers "done"
+ * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start.
+ */
+import { Server } from "@modelcontextprotocol/sdk/server/index.js"
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
+import { CallToolRequestSchema, ListToolsRequestSchema, isInitializeRequest } from "@modelcontextprotocol/sdk/types.js"
+import { randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import * as http from "node:http"
+
+const name = process.env["FIXTURE_NAME"] ?? "fixture"
+if (process.env["FIXTURE_PID_FILE"]) fs.writeFileSync(process.env["FIXTURE_PID_FILE"], String(process.pid))
+
+const makeServer = () => {
+  const extra: Array<string> = []
+  const server = new Server({ name, version: "1.0.0" }, { capabilities: { tools: { listChanged: true }, logging: {} }, instructions: `${name} instructions` })
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({
+    tools: ["echo", "pid", "add-tool", "flood", ...extra].map((n) => ({ name: n, inputSchema: { type: "object" } }))
+  }))
+  server.setRequestHandler(CallToolRequestSchema, async (req, ctx) => {
+    const args = (req.params.arguments ?? {}) as Record<string, unknown>
+    switch (req.params.name) {
+      case "echo":
+        return { content: [{ type: "text", text: `${name}: ${String(args["text"])}` }] }
+      case "pid":
+        return { content: [{ type: "text", text: String(process.pid) }] }
+      case "add-tool":
+        extra.push(String(args["name"]))
+        await server.sendToolListChanged()
+        return { content: [{ type: "text", text: "added" }] }
+      case "flood": {
+        const total = Number(args["bytes"])
+        const chunk = "x".repeat(Number(args["chunk"] ?? 65536))
+        for (let sent = 0; sent < total; sent += chunk.length) {
+          await ctx.sendNotification({ method: "notifications/message", params: { level: "info", data: chunk } })
+        }
+        return { content: [{ type: "text", text: "done" }] }
+      }
+      default:
+        return { content: [{ type: "text", text: `${name}: ${req.params.name}` }] }
+    }
+  })
+  return server
+}
+
+if (process.argv[2] === "http") {
+  const port = Number(process.argv[3])
+  const transports = new Map<string, StreamableHTTPServerTransport>()
+  http.createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (c: Buffer) => chunks.push(c))
+    req.on("end", async () => {
+      const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString("utf8")) : undefined
+      const sid = req.headers["mcp-session-id"]
+      let transport = typeof sid === "string" ? transports.get(sid) : undefined
+      if (transport === undefined && body !== undefined && isInitializeRequest(body)) {
+        transport = new StreamableHTTPServerTransport({
+          sessionIdGenerator: () => randomUUID(),
+          onsessioninitialized: (id) => void transports.set(id, transport!)
+        })
+        await makeServer().connect(transport)
+      }
+      if (transport === undefined) {
+        res.writeHead(404).end("no session")
+        return
+      }
+      await transport.handleRequest(req, res, body)
+    })
+  }).listen(port, "127.0.0.1", () => process.stdout.write(`listening ${port}\n`))
+} else {
+  await makeServer().connect(new StdioServerTransport())
+}
