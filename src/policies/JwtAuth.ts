@@ -30,7 +30,9 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
-import { decodeProtectedHeader, errors as JoseErrors, jwtVerify } from "jose"
+// jose (and the WebCrypto it pulls in: ~14 MiB of resident memory) is loaded by `build`, only
+// when a config has a jwtAuth policy.
+type Jose = typeof import("jose")
 import { createPublicKey, type JsonWebKey, type KeyObject } from "node:crypto"
 import type { Pool } from "undici"
 import * as CelContext from "../cel/Context.ts"
@@ -361,7 +363,7 @@ interface Verified {
 const invalid = (what: string) => `the token is invalid: ${what}`
 
 /** A fixed reason for a jose failure: claim names only from a known set, no token content. */
-const describe = (error: unknown): string => {
+const describe = (JoseErrors: Jose["errors"]) => (error: unknown): string => {
   if (error instanceof JoseErrors.JWTExpired) return invalid("expired")
   if (error instanceof JoseErrors.JWTClaimValidationFailed) {
     const claim = ENFORCEABLE_CLAIMS.has(error.claim) ? error.claim : "a claim"
@@ -393,7 +395,9 @@ interface Verifier {
   readonly cache: BoundedLru<string, Verified>
 }
 
-const makeVerifier = (issuers: ReadonlyArray<Issuer>, now: () => number): Verifier => {
+const makeVerifier = (issuers: ReadonlyArray<Issuer>, now: () => number, jose: Jose): Verifier => {
+  const { decodeProtectedHeader, jwtVerify } = jose
+  const reason = describe(jose.errors)
   const cache = new BoundedLru<string, Verified>(VERIFIED_CACHE_ENTRIES)
   const remotes = issuers.flatMap((i) => (i.remote === undefined ? [] : [i.remote]))
   const lookup = (kid: string): { readonly issuer: Issuer; readonly key: VerificationKey } | undefined => {
@@ -418,7 +422,7 @@ const makeVerifier = (issuers: ReadonlyArray<Issuer>, now: () => number): Verifi
             clockTolerance: CLOCK_SKEW_SECONDS,
             currentDate: new Date(at)
           }),
-        catch: describe
+        catch: reason
       }).pipe(
         Effect.flatMap(({ payload }) =>
           Effect.try({
@@ -532,7 +536,8 @@ export const build = (config: Config, path: string) =>
         issuers.push({ ...base, local: undefined, remote })
       }
     }
-    const verifier = makeVerifier(issuers, now)
+    const jose = yield* Effect.promise(() => import("jose"))
+    const verifier = makeVerifier(issuers, now, jose)
     onChange = () => verifier.cache.clear()
     const location = yield* CredentialLocation.make(config.location ?? CredentialLocation.bearerHeader, `${path}.location`)
     return { verifier, location, now, mode: config.mode ?? "optional", remotes: issuers.flatMap((i) => (i.remote === undefined ? [] : [i.remote])) }
