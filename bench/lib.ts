@@ -1,9 +1,10 @@
 /**
  * What the benchmarks share: settings from the environment, child processes that are always
  * killed on the way out, the gateway started from an inline config, one-off requests, CPU and
- * memory readings from /proc, and the measured load (autocannon in this process, interleaved
- * ABBA slots per proxy) with its report helpers. `bench/http.ts` and `bench/policies.ts` are
- * the entry points; their headers document the environment variables.
+ * memory readings from /proc, and the measured load (autocannon in this process unless the
+ * caller brings its own driver, interleaved ABBA slots per proxy) with its report helpers.
+ * `bench/http.ts`, `bench/policies.ts` and `bench/mcp.ts` are the entry points; their headers
+ * document the environment variables.
  */
 import autocannon from "autocannon"
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process"
@@ -254,7 +255,8 @@ export const mib = (kib: number): number => kib / 1024
 export class Latencies {
   private values = new Float64Array(1 << 18)
   private count = 0
-  readonly record = (_client: unknown, _status: number, _bytes: number, ms: number): void => {
+  readonly record = (_client: unknown, _status: number, _bytes: number, ms: number): void => this.add(ms)
+  readonly add = (ms: number): void => {
     if (this.count === this.values.length) {
       const grown = new Float64Array(this.values.length * 2)
       grown.set(this.values)
@@ -268,7 +270,23 @@ export class Latencies {
   }
 }
 
-const load = (proxy: Proxy, scenario: Scenario, seconds: number, latencies?: Latencies): Promise<autocannon.Result> =>
+/** What one load of a proxy achieved; `statuses` counts responses by HTTP status. */
+export interface LoadResult {
+  readonly requests: number
+  readonly non2xx: number
+  readonly errors: number
+  readonly timeouts: number
+  readonly statuses: ReadonlyMap<string, number>
+}
+
+/**
+ * Drives one proxy with a scenario's load for `seconds`, recording each response time in
+ * `latencies` when given. The default is autocannon; bench/mcp.ts brings its own (MCP sessions).
+ * A driver must end early once `isInterrupted()` turns true.
+ */
+export type LoadDriver<S extends Scenario = Scenario> = (proxy: Proxy, scenario: S, seconds: number, latencies: Latencies | undefined) => Promise<LoadResult>
+
+const autocannonLoad: LoadDriver = (proxy, scenario, seconds, latencies) =>
   new Promise((resolve, reject) => {
     const instance = autocannon(
       {
@@ -282,7 +300,15 @@ const load = (proxy: Proxy, scenario: Scenario, seconds: number, latencies?: Lat
       (error, result) => {
         currentLoad = undefined
         if (error !== null) reject(error)
-        else resolve(result)
+        else {
+          resolve({
+            requests: result.requests.total,
+            non2xx: result.non2xx,
+            errors: result.errors,
+            timeouts: result.timeouts,
+            statuses: new Map(Object.entries(result.statusCodeStats).map(([status, { count }]) => [status, count]))
+          })
+        }
       }
     )
     currentLoad = instance
@@ -296,6 +322,8 @@ export interface Proxy {
   readonly pid: number
   /** The path loaded instead of the scenario's: selects one route of a gateway. */
   readonly path: string | undefined
+  /** The processes serving this proxy (their CPU is "upstream CPU"); absent: runScenario's upstream. */
+  readonly upstreamPids?: ReadonlyArray<number>
   /** Every status code answered under load (warm-up and measured), and transport failures. */
   readonly statuses: Map<string, number>
   errors: number
@@ -314,6 +342,8 @@ export interface Measurement<S extends Scenario = Scenario> {
   readonly p50: number
   readonly p99: number
   readonly cpuUsPerRequest: number
+  /** The upstream processes' CPU over the same slots / completed requests. */
+  readonly upstreamCpuUsPerRequest: number
   readonly proxyCpuPercent: number
   readonly upstreamCpuPercent: number
   readonly clientCpuPercent: number
@@ -323,8 +353,8 @@ export interface Measurement<S extends Scenario = Scenario> {
   readonly errors: number
 }
 
-const tally = (proxy: Proxy, result: autocannon.Result): void => {
-  for (const [status, { count }] of Object.entries(result.statusCodeStats)) {
+const tally = (proxy: Proxy, result: LoadResult): void => {
+  for (const [status, count] of result.statuses) {
     proxy.statuses.set(status, (proxy.statuses.get(status) ?? 0) + count)
   }
   proxy.errors += result.errors
@@ -364,21 +394,23 @@ interface Totals {
  * One measured slot: load for `seconds`, CPU read around it, added to `totals`. Returns the slot's
  * CPU µs/req and the CPU other processes used meanwhile (% of one CPU).
  */
-const measureSlot = async (
+const measureSlot = async <S extends Scenario>(
   proxy: Proxy,
-  scenario: Scenario,
+  scenario: S,
   seconds: number,
-  upstreamPid: number,
-  totals: Totals
+  upstreamPids: ReadonlyArray<number>,
+  totals: Totals,
+  driver: LoadDriver<S>
 ): Promise<{ usPerRequest: number; otherPercent: number }> => {
+  const upstreamSeconds = () => upstreamPids.reduce((sum, pid) => sum + cpuSeconds(pid), 0)
   const cpu0 = cpuSeconds(proxy.pid)
-  const upstream0 = cpuSeconds(upstreamPid)
+  const upstream0 = upstreamSeconds()
   const client0 = process.cpuUsage()
   const machine0 = machineBusySeconds()
   const wall0 = performance.now()
-  const result = await load(proxy, scenario, seconds, totals.latencies)
+  const result = await driver(proxy, scenario, seconds, totals.latencies)
   const cpu = cpuSeconds(proxy.pid) - cpu0
-  const upstreamCpu = cpuSeconds(upstreamPid) - upstream0
+  const upstreamCpu = upstreamSeconds() - upstream0
   const client = process.cpuUsage(client0)
   const machine = machineBusySeconds() - machine0
   const wall = (performance.now() - wall0) / 1000
@@ -388,11 +420,11 @@ const measureSlot = async (
   totals.clientCpu += (client.user + client.system) / 1e6
   totals.machineCpu += machine
   totals.wall += wall
-  totals.requests += result.requests.total
+  totals.requests += result.requests
   totals.non2xx += result.non2xx
   totals.errors += result.errors
   return {
-    usPerRequest: result.requests.total > 0 ? (cpu * 1e6) / result.requests.total : NaN,
+    usPerRequest: result.requests > 0 ? (cpu * 1e6) / result.requests : NaN,
     otherPercent: (Math.max(0, machine - cpu - upstreamCpu - (client.user + client.system) / 1e6) / wall) * 100
   }
 }
@@ -404,12 +436,13 @@ const measureSlot = async (
 export const runScenario = async <S extends Scenario>(
   proxies: ReadonlyArray<Proxy>,
   scenario: S,
-  upstreamPid: number
+  upstreamPid: number,
+  driver: LoadDriver<S> = autocannonLoad
 ): Promise<Array<Measurement<S>>> => {
   const stopSampling = proxies.map(sampleRss)
   try {
     for (const proxy of proxies) {
-      tally(proxy, await load(proxy, scenario, WARMUP_SECONDS))
+      tally(proxy, await driver(proxy, scenario, WARMUP_SECONDS, undefined))
       await sleep(200)
     }
     const totals = new Map<string, Totals>(proxies.map((p) => [p.name, {
@@ -431,7 +464,7 @@ export const runScenario = async <S extends Scenario>(
       for (const proxy of order) {
         const t = totals.get(proxy.name)
         if (t === undefined) continue
-        const slot = await measureSlot(proxy, scenario, slotSeconds, upstreamPid, t)
+        const slot = await measureSlot(proxy, scenario, slotSeconds, proxy.upstreamPids ?? [upstreamPid], t, driver)
         perSlot.get(proxy.name)?.push(slot.usPerRequest)
         if (slot.otherPercent > OTHER_CPU_WARNING) disturbed++
         await sleep(100)
@@ -459,6 +492,7 @@ export const runScenario = async <S extends Scenario>(
         p50,
         p99,
         cpuUsPerRequest: requests > 0 ? ((t?.cpu ?? NaN) * 1e6) / requests : NaN,
+        upstreamCpuUsPerRequest: requests > 0 ? ((t?.upstreamCpu ?? NaN) * 1e6) / requests : NaN,
         proxyCpuPercent: ((t?.cpu ?? NaN) / wall) * 100,
         upstreamCpuPercent: ((t?.upstreamCpu ?? NaN) / wall) * 100,
         clientCpuPercent: ((t?.clientCpu ?? NaN) / wall) * 100,
