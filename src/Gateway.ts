@@ -27,6 +27,7 @@ import type * as Ir from "./ir/Ir.ts"
 import { ListenerSet } from "./listeners/Listeners.ts"
 import { AccessLog } from "./observability/AccessLog.ts"
 import { RequestMetrics } from "./observability/Metrics.ts"
+import * as Tracing from "./observability/Tracing.ts"
 import * as Snapshot from "./state/Snapshot.ts"
 import { VERSION } from "./Version.ts"
 
@@ -103,14 +104,15 @@ export class Gateway extends Context.Service<Gateway, {
         const first = yield* loadIr(text, file, env)
         const firstIr = first.ir
 
-        let current: { readonly compiled: Snapshot.Compiled; readonly scope: Scope.Closeable } | undefined
+        let current: { readonly compiled: Snapshot.Compiled; readonly scope: Scope.Closeable; readonly tracer: Tracing.Tracer | undefined } | undefined
         let accessLog = new AccessLog(firstIr.settings.logFormat, firstIr.settings.accessLogRemove, options.accessLogSink)
         const listeners = new ListenerSet({
           current: () => current?.compiled,
           maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
           accessLog: () => accessLog,
           metrics,
-          context
+          context,
+          tracer: () => current?.tracer
         })
         const pools = yield* Effect.service(UpstreamPools)
         const lock = yield* Semaphore.make(1)
@@ -126,8 +128,11 @@ export class Gateway extends Context.Service<Gateway, {
                 Effect.mapError((e) => Load.locateIssues(source, e))
               )
               const prepared = yield* listeners.prepare(built).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
+              // The exporter lives with the snapshot: a reload flushes the old one when its scope closes.
+              const tracing = ir.settings.tracing
+              const tracer = tracing === undefined ? undefined : yield* Tracing.make(tracing, context).pipe(Scope.provide(scope))
               const previous = current
-              current = { compiled: built, scope }
+              current = { compiled: built, scope, tracer }
               accessLog = new AccessLog(ir.settings.logFormat, ir.settings.accessLogRemove, options.accessLogSink)
               yield* Effect.promise(() => prepared.commit(ir.settings.terminationDeadlineMs))
               if (previous !== undefined) yield* Scope.close(previous.scope, Exit.void)

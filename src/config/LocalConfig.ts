@@ -14,6 +14,7 @@ import * as ApiKey from "../policies/ApiKey.ts"
 import * as Authorization from "../policies/Authorization.ts"
 import * as BasicAuth from "../policies/BasicAuth.ts"
 import * as JwtAuth from "../policies/JwtAuth.ts"
+import * as McpAuthorization from "../policies/McpAuthorization.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as Cors from "../policies/Cors.ts"
 import * as Delay from "../policies/Delay.ts"
@@ -74,7 +75,7 @@ const unsupportedPolicies = {
   requestRedirect: opt(RequestRedirect.Config, "Answers with a redirect instead of forwarding the request."),
   urlRewrite: opt(UrlRewrite.Config, "Rewrites the request's path or authority before forwarding."),
   requestMirror: opt(RequestMirror.Config, "Sends a fire-and-forget copy of a share of the requests (without body) to another backend."),
-  mcpAuthorization: unsupported("policy mcpAuthorization"),
+  mcpAuthorization: opt(McpAuthorization.Config, "CEL rules deciding which MCP tools, prompts and resources this route's MCP backends expose (accumulates with backend rules)."),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
   authorization: opt(Authorization.Config, "CEL authorization rules for requests on this route (403 when denied)."),
   mcpAuthentication: unsupported("policy mcpAuthentication"),
@@ -141,7 +142,7 @@ export const BackendPolicies = Schema.Struct({
   health: unsupported("policy health"),
   extAuthz: unsupported("policy extAuthz"),
   authorization: opt(Authorization.Config, "CEL authorization rules, evaluated after this backend is selected (403 when denied)."),
-  mcpAuthorization: unsupported("policy mcpAuthorization"),
+  mcpAuthorization: opt(McpAuthorization.Config, "CEL rules deciding which MCP tools, prompts and resources this MCP backend exposes (accumulates with route rules)."),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
   a2a: unsupported("policy a2a"),
   inferenceRouting: unsupported("policy inferenceRouting"),
@@ -399,6 +400,49 @@ export const AccessLogPolicy = Schema.Struct({
   database: unsupported("accessLog.database")
 })
 
+/** A sampling rate: `true`/`false`, a ratio 0.0–1.0, or the same as a string (CEL is not supported yet). */
+export const TracingSampling = Schema.Union([
+  Schema.Boolean,
+  Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 })),
+  Str.check(
+    Schema.makeFilter((s: string) => {
+      const t = s.trim()
+      if (t === "true" || t === "false") return undefined
+      const n = Number(t)
+      return (t !== "" && Number.isFinite(n) && n >= 0 && n <= 1) ||
+        `sampling "${s}": expected true, false or a ratio between 0.0 and 1.0 (CEL sampling expressions are not supported yet by effect-agentgateway)`
+    })
+  )
+]).annotate({ description: "true/false, or a ratio between 0.0 and 1.0." })
+
+export const RawTracing = Schema.Struct({
+  otlpEndpoint: opt(
+    Str.check(Schema.makeFilter((s: string) => /^https?:\/\/[^/]/.test(s) || `invalid OTLP endpoint "${s}" (expected an http:// or https:// URL)`)),
+    "OTLP collector URL, e.g. `http://localhost:4317`. Tracing is off without it."
+  ),
+  headers: opt(Schema.Record(Str, Str), "Headers (gRPC metadata) sent with every export, e.g. an API key."),
+  otlpProtocol: opt(Schema.Literals(["grpc", "http"]), "OTLP transport. Default: grpc."),
+  fields: unsupported("config.tracing.fields"),
+  randomSampling: opt(TracingSampling, "Share of requests without an incoming trace that start one. Default: false."),
+  clientSampling: opt(TracingSampling, "Share of requests whose incoming `traceparent` is sampled that are traced. Default: true."),
+  path: opt(Str, "OTLP/HTTP path. Default: `/v1/traces`.")
+})
+
+export const TracingPolicy = Schema.Struct({
+  host: opt(Str, "Collector address `host:port` (plain text)."),
+  backend: unsupported("frontendPolicies.tracing.backend"),
+  service: unsupported("frontendPolicies.tracing.service"),
+  policies: unsupported("frontendPolicies.tracing.policies"),
+  attributes: unsupported("frontendPolicies.tracing.attributes"),
+  resources: unsupported("frontendPolicies.tracing.resources"),
+  remove: unsupported("frontendPolicies.tracing.remove"),
+  filter: unsupported("frontendPolicies.tracing.filter"),
+  randomSampling: opt(TracingSampling, "Share of requests without an incoming trace that start one. Default: false."),
+  clientSampling: opt(TracingSampling, "Share of requests whose incoming `traceparent` is sampled that are traced. Default: true."),
+  path: opt(Str, "OTLP/HTTP path. Default: `/v1/traces`."),
+  protocol: opt(Schema.Literals(["grpc", "http"]), "OTLP transport. Default: grpc.")
+}).check(exactlyOneOf(["host", "backend", "service"]))
+
 export const FrontendHttp = Schema.Struct({
   maxBufferSize: opt(Int.check(Schema.isGreaterThan(0)), "Largest body buffered when a policy needs it. Default: 2 MiB."),
   http1MaxHeaders: opt(Int.check(Schema.isGreaterThan(0)), "Maximum number of request headers. Default: 100."),
@@ -424,7 +468,7 @@ export const FrontendPolicies = Schema.Struct({
   proxy: unsupported("frontendPolicies.proxy"),
   proxyProtocol: unsupported("frontendPolicies.proxyProtocol"),
   connect: unsupported("frontendPolicies.connect"),
-  tracing: unsupported("frontendPolicies.tracing")
+  tracing: opt(TracingPolicy, "Exports a span per request over OTLP.")
 })
 export type FrontendPolicies = typeof FrontendPolicies.Type
 
@@ -487,7 +531,7 @@ export const RawConfig = Schema.Struct({
   histograms: unsupported("config.histograms"),
   sensitiveHeaders: unsupported("config.sensitiveHeaders"),
   customFunctions: unsupported("config.customFunctions"),
-  tracing: unsupported("config.tracing"),
+  tracing: opt(RawTracing, "Exports a span per request over OTLP (deprecated upstream in favour of `frontendPolicies.tracing`)."),
   metrics: unsupported("config.metrics"),
   hbone: unsupported("config.hbone")
 })

@@ -422,7 +422,46 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     terminationDeadlineMs: terminationDeadline(raw, env),
     terminationMinDeadlineMs: ms(raw.connectionMinTerminationDeadline, 0),
     mcpSessionTtlMs: ms(raw.mcp?.sessionTtl, 30 * 60_000),
-    sessionKey: raw.session?.key ?? env("SESSION_KEY")
+    sessionKey: raw.session?.key ?? env("SESSION_KEY"),
+    tracing: tracingSettings(config)
+  }
+}
+
+/** `true`/`false`/ratio (or the same as a string) → a probability. */
+const samplingRate = (value: boolean | number | string | null | undefined, fallback: number): number => {
+  if (value === undefined || value === null) return fallback
+  if (typeof value === "boolean") return value ? 1 : 0
+  if (typeof value === "number") return value
+  const t = value.trim()
+  return t === "true" ? 1 : t === "false" ? 0 : Number(t)
+}
+
+/**
+ * `frontendPolicies.tracing` wins over the deprecated `config.tracing` (upstream's `migrate`
+ * moves the latter into the former). Both default to gRPC, as upstream's schema does.
+ */
+const tracingSettings = (config: C.LocalConfig): Ir.TracingSettings | undefined => {
+  const policy = config.frontendPolicies?.tracing
+  if (defined(policy)) {
+    if (!defined(policy.host)) return undefined
+    return {
+      protocol: policy.protocol ?? "grpc",
+      endpoint: `http://${policy.host}`,
+      path: policy.path ?? "/v1/traces",
+      headers: {},
+      randomSampling: samplingRate(policy.randomSampling, 0),
+      clientSampling: samplingRate(policy.clientSampling, 1)
+    }
+  }
+  const raw = config.config?.tracing
+  if (!defined(raw) || !defined(raw.otlpEndpoint)) return undefined
+  return {
+    protocol: raw.otlpProtocol ?? "grpc",
+    endpoint: raw.otlpEndpoint,
+    path: raw.path ?? "/v1/traces",
+    headers: raw.headers ?? {},
+    randomSampling: samplingRate(raw.randomSampling, 0),
+    clientSampling: samplingRate(raw.clientSampling, 1)
   }
 }
 
@@ -431,8 +470,6 @@ const MCP_DELIMITERS = /[_+]/
 /** An `mcp:` backend (route, named backend or shorthand) → IR; problems go to `issues` under `path`. */
 const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBackend => {
   const names = new Set<string>()
-  // Accepted silently it would promise a protection that is not there.
-  if (mcp.dnsRebindingProtection === true) issues.add(`${path}.dnsRebindingProtection`, unsupportedMessage("dnsRebindingProtection"))
   const targets = mcp.targets.flatMap((t, i): Array<Ir.McpTarget> => {
     const tpath = `${path}.targets[${i}]`
     if (MCP_DELIMITERS.test(t.name)) issues.add(`${tpath}.name`, `target name "${t.name}" must not contain "_" or "+"`)
@@ -450,17 +487,19 @@ const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBack
       : defined(t.sse) ? { spec: t.sse, tag: "Sse" as const, key: "sse", defaultPath: "/sse" }
       : undefined
     if (connection === undefined) {
-      issues.add(`${tpath}.openapi`, unsupportedMessage("openapi MCP targets"))
-      return []
+      if (!defined(t.openapi)) return []
+      // The document is loaded when the snapshot is built (McpBackend), so a bad one rejects the config there.
+      const endpoint = mcpEndpoint(t.openapi, "")
+      if (typeof endpoint === "string") {
+        issues.add(`${tpath}.openapi`, endpoint)
+        return []
+      }
+      return [{ name: t.name, path: tpath, transport: { _tag: "OpenApi", target: endpoint.target, schema: t.openapi.schema } }]
     }
     const cpath = `${tpath}.${connection.key}`
     const endpoint = mcpEndpoint(connection.spec, connection.defaultPath)
     if (typeof endpoint === "string") {
       issues.add(cpath, endpoint)
-      return []
-    }
-    if (connection.tag === "Sse") {
-      issues.add(cpath, unsupportedMessage("legacy SSE MCP targets"))
       return []
     }
     return [{ name: t.name, path: tpath, transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path } }]

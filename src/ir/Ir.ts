@@ -38,6 +38,21 @@ export interface Settings {
   readonly mcpSessionTtlMs: number
   /** `config.session.key` / `SESSION_KEY`: 64 hex chars sealing MCP session ids (undefined: a random per-process key). */
   readonly sessionKey: string | undefined
+  /** `frontendPolicies.tracing` or `config.tracing`; undefined: tracing off (no per-request work). */
+  readonly tracing?: TracingSettings | undefined
+}
+
+export interface TracingSettings {
+  readonly protocol: "grpc" | "http"
+  /** Collector base URL (`http://host:port` or `https://…`). */
+  readonly endpoint: string
+  /** OTLP/HTTP path appended to `endpoint`. */
+  readonly path: string
+  readonly headers: Readonly<Record<string, string>>
+  /** Probability (0–1) that a request without an incoming trace starts one. */
+  readonly randomSampling: number
+  /** Probability (0–1) that a request whose incoming `traceparent` is sampled is traced. */
+  readonly clientSampling: number
 }
 
 export interface Bind {
@@ -104,6 +119,12 @@ export type McpTransport =
   }
   | { readonly _tag: "StreamableHttp"; readonly target: HostTarget; readonly path: string }
   | { readonly _tag: "Sse"; readonly target: HostTarget; readonly path: string }
+  /** A REST API described by an OpenAPI document (loaded when the snapshot is built). */
+  | {
+    readonly _tag: "OpenApi"
+    readonly target: HostTarget
+    readonly schema: string | { readonly file: string } | { readonly url: string }
+  }
 
 export interface McpTarget {
   /** Validated: no `_` or `+` (the naming delimiters). */

@@ -17,6 +17,7 @@ import * as Exit from "effect/Exit"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AccessLog } from "../observability/AccessLog.ts"
 import type { RequestMetrics } from "../observability/Metrics.ts"
+import type { Tracer } from "../observability/Tracing.ts"
 import type { Handler } from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
@@ -34,6 +35,8 @@ export interface HandlerEnv {
   readonly metrics: RequestMetrics
   /** Services the request Effects run with (logger, tracer, …). */
   readonly context: Context.Context<never>
+  /** The snapshot's tracer; undefined when tracing is off, and then requests do no tracing work at all. */
+  readonly tracer: () => Tracer | undefined
 }
 
 /** Reads the raw header list once: lower-cased map, plus the checks Node does not make. */
@@ -102,6 +105,13 @@ const REQUEST_FIELDS = [
   "http.status",
   "jwt.sub",
   "protocol",
+  "mcp.method.name",
+  "mcp.target",
+  "mcp.resource.type",
+  "mcp.resource.uri",
+  "gen_ai.tool.name",
+  "gen_ai.prompt.name",
+  "mcp.session.id",
   "error",
   "duration"
 ] as const
@@ -210,6 +220,8 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
         ctx.listener = listener.ir.name
       }
     }
+    const tracer = env.tracer()
+    if (tracer !== undefined) tracer.begin(ctx)
     let error: ProxyError.ProxyError | undefined
     let interrupt: ((id?: number) => void) | undefined
     let done = false
@@ -260,10 +272,21 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
   const status = res.headersSent ? res.statusCode : 0
   const route = ctx.route
   const reason = error !== undefined ? ProxyError.reasonLabel(error) : ctx.directResponse ? "DirectResponse" : "Upstream"
+  const mcp = ctx.mcp
+  const protocol = mcp === undefined ? "http" : "mcp"
+  const resourceType = mcp?.method === undefined ? undefined : mcpResourceType(mcp.method)
+  if (mcp?.method !== undefined) {
+    env.metrics.mcp({
+      method: mcp.method,
+      resource_type: resourceType ?? "",
+      server: mcp.target ?? "",
+      resource: mcp.toolName ?? mcp.promptName ?? mcp.resourceUri ?? ""
+    })
+  }
   env.metrics.record(
     {
       backend: ctx.backend,
-      protocol: "http",
+      protocol,
       method: ctx.method,
       status: String(status),
       reason,
@@ -275,6 +298,10 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     },
     seconds
   )
+  const trace = ctx.trace
+  if (trace !== undefined) {
+    trace.tracer.end(ctx, trace, status, error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error))
+  }
   env.accessLog().log(REQUEST_FIELDS, [
     ctx.gateway,
     ctx.listener,
@@ -289,10 +316,33 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ctx.version,
     status,
     jwtSub(ctx.celExtensions?.jwt),
-    "http",
+    protocol,
+    mcp?.method,
+    mcp?.target,
+    resourceType,
+    mcp?.resourceUri,
+    mcp?.toolName,
+    mcp?.promptName,
+    mcp?.sessionId,
     error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error),
     `${Math.round(seconds * 1000)}ms`
   ])
+}
+
+/** `mcp.resource.type` / `resource_type`: what kind of item the method addresses (none for lists, initialize…). */
+const mcpResourceType = (method: string): string | undefined => {
+  switch (method) {
+    case "tools/call":
+      return "tool"
+    case "prompts/get":
+      return "prompt"
+    case "resources/read":
+    case "resources/subscribe":
+    case "resources/unsubscribe":
+      return "resource"
+    default:
+      return undefined
+  }
 }
 
 /** The `sub` claim of a verified JWT (jwtAuth's CEL `jwt` root), as upstream logs it. */

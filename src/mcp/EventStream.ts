@@ -48,6 +48,17 @@ export class SseBody implements StreamBody {
     return sink.write(frame)
   }
 
+  /** A named event with text data (the legacy SSE `endpoint` event); one `data:` line per line. */
+  event(name: string, data: string): void {
+    if (this.closed || this.ended) return
+    const frame = Buffer.from(`event: ${name}\n${data.split(/\r?\n/).map((l) => `data: ${l}\n`).join("")}\n`)
+    if (this.sink !== undefined) this.sink.write(frame)
+    else {
+      this.pending.push(frame)
+      this.pendingBytes += frame.length
+    }
+  }
+
   /** An SSE comment: makes the response head go out on a stream with nothing to say yet. */
   comment(): void {
     const frame = Buffer.from(":\n\n")

@@ -227,6 +227,7 @@ const routeByName = (
     if (call.request.mcp !== undefined) {
       call.request.mcp.target = r?.target
       if (kind === "tool") call.request.mcp.toolName = r?.name
+      else call.request.mcp.promptName = r?.name
     }
     const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
     if (r === undefined || upstream === undefined || !options.authorize({ kind, target: r.target, name: r.name }, call.request)) {
@@ -265,7 +266,10 @@ const routeByUri = (
   if (typeof uri !== "string") return Effect.succeed(fail(request.id, 400, McpSchema.ErrorCode.InvalidParams, "missing uri"))
   const r = Naming.resolveUri(session.naming, uri)
   const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
-  if (call.request.mcp !== undefined) call.request.mcp.target = r?.target
+  if (call.request.mcp !== undefined) {
+    call.request.mcp.target = r?.target
+    call.request.mcp.resourceUri = r?.uri
+  }
   if (r === undefined || upstream === undefined || !options.authorize({ kind: "resource", target: r.target, name: r.uri }, call.request)) {
     return Effect.succeed(unknownItem(request.id, "resource", uri))
   }
@@ -305,7 +309,9 @@ export const handle = (session: Session, options: Options, request: McpSchema.Re
       const name = McpSchema.field(ref, "name")
       const r = typeof name === "string" ? Naming.resolveName(session.naming, name) : undefined
       const upstream = r === undefined ? undefined : session.upstreams.get(r.target)
-      if (r === undefined || upstream === undefined) return Effect.succeed(unknownItem(request.id, "prompt", String(name)))
+      if (r === undefined || upstream === undefined || !options.authorize({ kind: "prompt", target: r.target, name: r.name }, call.request)) {
+        return Effect.succeed(unknownItem(request.id, "prompt", String(name)))
+      }
       return relay(session, upstream, request, { ...request.params, ref: { ...(McpSchema.isRecord(ref) ? ref : {}), name: r.name } }, call, (x) => x)
     }
     case "ping":

@@ -32,6 +32,10 @@ export interface McpLogFields {
   target: string | undefined
   /** `gen_ai.tool.name` (the upstream's name) */
   toolName: string | undefined
+  /** `gen_ai.prompt.name` (the upstream's name) */
+  promptName?: string | undefined
+  /** `mcp.resource.uri` (the upstream's URI) */
+  resourceUri?: string | undefined
   /** `mcp.session.id` */
   sessionId: string | undefined
 }

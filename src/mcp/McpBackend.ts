@@ -13,6 +13,7 @@ import type { PoolSettings, UpstreamPools } from "../backends/Pools.ts"
 import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
 import type { Handler } from "../pipeline/Policy.ts"
+import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
 import { allowAll, type Authorizer } from "./Hooks.ts"
 import { memoryStore, type SessionStore } from "./Session.ts"
@@ -21,6 +22,11 @@ import * as StreamableHttp from "./StreamableHttp.ts"
 import type { Connect } from "./Upstream.ts"
 import * as Stdio from "./upstream/Stdio.ts"
 import * as HttpUpstream from "./upstream/StreamableHttp.ts"
+import * as Origin from "./Origin.ts"
+import * as Sse from "./Sse.ts"
+import * as SseUpstream from "./upstream/Sse.ts"
+import * as OpenApi from "./upstream/OpenApi.ts"
+import * as OpenApiUpstream from "./upstream/OpenApiUpstream.ts"
 
 /** The longest the reaper sleeps between passes (shorter TTLs are checked at their own pace). */
 export const REAP_INTERVAL_MS = 30_000
@@ -34,7 +40,7 @@ export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & 
 export interface BuildOptions {
   readonly settings: McpSettings
   readonly maxBodyBytes: number
-  /** `mcpAuthorization` once it exists; allow-all until then. */
+  /** The backend reference's merged `mcpAuthorization` (policies/McpAuthorization.ts); allow-all without one. */
   readonly authorize?: Authorizer
   /** Replaces the in-memory session store. */
   readonly store?: SessionStore
@@ -68,8 +74,14 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
         case "StreamableHttp":
           connects.push({ target: target.name, connect: yield* HttpUpstream.connector(target.name, transport, options.settings) })
           break
+        case "OpenApi": {
+          const spec = yield* OpenApi.load(transport.schema, `${target.path}.openapi`)
+          connects.push({ target: target.name, connect: yield* OpenApiUpstream.connector(target.name, transport, spec, options.settings) })
+          break
+        }
         case "Sse":
-          return yield* Effect.fail(new ConfigError({ issues: [{ path: target.path, message: "legacy SSE MCP targets are not supported yet by effect-agentgateway" }] }))
+          connects.push({ target: target.name, connect: yield* SseUpstream.connector(target.name, transport, options.settings) })
+          break
       }
     }
     const store = options.store ?? memoryStore()
@@ -88,7 +100,7 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       })
       yield* Effect.forkIn(Effect.repeat(reap, Schedule.spaced(Math.max(1, Math.min(ttl, REAP_INTERVAL_MS)))), scope)
     }
-    return StreamableHttp.handler({
+    const backend: StreamableHttp.Backend = {
       key: name,
       ir,
       connects,
@@ -97,5 +109,16 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       options: fanout,
       scope,
       maxBodyBytes: options.maxBodyBytes
+    }
+    const streamable = StreamableHttp.handler(backend)
+    const legacy = Sse.handler(backend)
+    // Origin/Host checks come first, for both frontends (reference §2.1).
+    return Effect.flatMap(currentRequest, (ctx) => {
+      const denied = Origin.check(ctx, ir.dnsRebindingProtection)
+      if (denied !== undefined) {
+        ctx.backend = name
+        return Effect.succeed(denied)
+      }
+      return ctx.path === Sse.SSE_PATH ? legacy : streamable
     })
   })

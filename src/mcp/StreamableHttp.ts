@@ -66,7 +66,7 @@ const accepted = () => new ProxyResponse(202, Headers.empty(), undefined)
 
 const accepts = (ctx: ProxyRequest, type: string) => (Headers.get(ctx.headers, "accept") ?? "").toLowerCase().includes(type)
 
-const callContext = (ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
+export const callContext = (ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
   headers: Fanout.forwardedHeaders(ctx.headers),
   protocolVersion
 })
@@ -114,26 +114,29 @@ const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra
 const rpcError = (status: number, id: McpSchema.Id | null, code: number, message: string, data?: unknown) =>
   json(status, McpSchema.errorResponse(id, code, message, data))
 
+/** Connects every target into a fresh session scope; failOpen keeps what connected (also the legacy SSE frontend's). */
+export const connectSession = (backend: Backend, naming: Naming.Naming, state: SessionState, id: string, resume: boolean) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.fork(backend.scope, "parallel")
+    const session = new Session(id, state, scope, naming, Date.now())
+    for (const { target, connect } of backend.connects) {
+      const token = resume ? state.upstreams[target] : undefined
+      const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
+      if (result._tag === "Success") session.upstreams.set(target, result.success)
+      else if (!backend.options.failOpen) {
+        yield* session.close()
+        return yield* Effect.fail(result.failure)
+      }
+    }
+    return session
+  })
+
 export const handler = (backend: Backend): Handler => {
   const naming = Naming.make(backend.connects.map((c) => c.target), backend.ir.prefixMode)
   const stateful = backend.ir.stateful
 
   /** Connects every target into a fresh session scope; failOpen keeps what connected. */
-  const openSession = (state: SessionState, id: string, resume: boolean) =>
-    Effect.gen(function*() {
-      const scope = yield* Scope.fork(backend.scope, "parallel")
-      const session = new Session(id, state, scope, naming, Date.now())
-      for (const { target, connect } of backend.connects) {
-        const token = resume ? state.upstreams[target] : undefined
-        const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
-        if (result._tag === "Success") session.upstreams.set(target, result.success)
-        else if (!backend.options.failOpen) {
-          yield* session.close()
-          return yield* Effect.fail(result.failure)
-        }
-      }
-      return session
-    })
+  const openSession = (state: SessionState, id: string, resume: boolean) => connectSession(backend, naming, state, id, resume)
 
   const sealedState = (session: Session, identity: string, protocolVersion: string): SessionState => {
     const upstreams: Record<string, string | null> = {}

@@ -22,6 +22,9 @@ export const requestLabels = [
 ] as const
 export type RequestLabels = { readonly [K in (typeof requestLabels)[number]]: string }
 
+export const mcpLabels = ["method", "resource_type", "server", "resource"] as const
+export type McpLabels = { readonly [K in (typeof mcpLabels)[number]]: string }
+
 const requestsTotal = Metric.counter("agentgateway_requests_total", {
   description: "Total HTTP requests handled, by route, backend, status and reason.",
   incremental: true
@@ -29,6 +32,10 @@ const requestsTotal = Metric.counter("agentgateway_requests_total", {
 const requestDuration = Metric.histogram("agentgateway_request_duration_seconds", {
   description: "Downstream request duration, from request head to the end of the response.",
   boundaries: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+})
+const mcpRequestsTotal = Metric.counter("agentgateway_mcp_requests_total", {
+  description: "MCP requests handled, by JSON-RPC method, resource type, target (server) and tool name.",
+  incremental: true
 })
 const configReloads = Metric.counter("agentgateway_config_reloads_total", {
   description: "Config reload attempts by result (success, failure).",
@@ -39,9 +46,17 @@ const configSynchronized = Metric.gauge("agentgateway_config_synchronized", {
 })
 const buildInfo = Metric.gauge("agentgateway_build_info", { description: "Build information." })
 
+/**
+ * Distinct `agentgateway_mcp_requests_total` series kept; later label sets are not counted.
+ * Unknown methods and tool names are client-chosen, so without a bound a client could grow the
+ * registry without limit.
+ */
+export const MAX_MCP_SERIES = 4096
+
 /** A recorder bound to the process's metric registry. */
 export class RequestMetrics {
   private readonly series = new Map<string, { readonly total: Metric.Counter<number>; readonly duration: Metric.Histogram<number> }>()
+  private readonly mcpSeries = new Map<string, Metric.Counter<number>>()
   private readonly context: Context.Context<never>
 
   constructor(context: Context.Context<never>) {
@@ -58,6 +73,18 @@ export class RequestMetrics {
     }
     s.total.updateUnsafe(1, this.context)
     s.duration.updateUnsafe(seconds, this.context)
+  }
+
+  /** One MCP request; the label values come from the client (method, tool names), so the series map is bounded. */
+  mcp(labels: McpLabels): void {
+    const key = `${labels.method}\u0000${labels.resource_type}\u0000${labels.server}\u0000${labels.resource}`
+    let s = this.mcpSeries.get(key)
+    if (s === undefined) {
+      if (this.mcpSeries.size >= MAX_MCP_SERIES) return
+      s = Metric.withAttributes(mcpRequestsTotal, { ...labels })
+      this.mcpSeries.set(key, s)
+    }
+    s.updateUnsafe(1, this.context)
   }
 
   configLoad(success: boolean): void {

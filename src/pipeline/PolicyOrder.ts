@@ -62,11 +62,11 @@ export const backendPhase: ReadonlyArray<PolicyKey> = [
 ]
 
 /**
- * Backend policies that configure the connection instead of wrapping the request: they are
- * consumed where the backend's upstream pool is chosen (`Snapshot.buildBackend`), never built
- * as middlewares.
+ * Backend policies that configure the backend instead of wrapping the request: they are
+ * consumed where the backend is built (`Snapshot.buildBackend`: the upstream pool's TLS, the
+ * MCP backend's authorizer), never built as middlewares.
  */
-export const backendConnection: ReadonlySet<string> = new Set<string>(["backendTLS"])
+export const backendConnection: ReadonlySet<string> = new Set<string>(["backendTLS", "mcpAuthorization"])
 
 /**
  * Route-level keys that are backend policies: written on a route, they are copied onto every

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
 import type { Extensions as CelExtensions } from "../cel/Context.ts"
 import type { McpLogFields } from "../mcp/Hooks.ts"
+import type { RequestTrace } from "../observability/Tracing.ts"
 import type * as Headers from "../shared/headers.ts"
 import type { StreamBody } from "./ProxyResponse.ts"
 import * as RequestBody from "./RequestBody.ts"
@@ -53,6 +54,10 @@ export class ProxyRequest {
    * when the route matched by exact path or regex. Prefix rewrites and redirects replace it.
    */
   matchedPrefix: string | undefined = undefined
+  /** The selected route match's path pattern as upstream names spans (`/*`, `/api/*`, `/exact`, a regex). */
+  pathMatch: string | undefined = undefined
+  /** This request's span when tracing is on and it was sampled (observability/Tracing.ts). */
+  trace: RequestTrace | undefined = undefined
   /** The request as received, recorded by the first policy that rewrites it (urlRewrite), for logs. */
   originalUrl: OriginalUrl | undefined = undefined
   /**

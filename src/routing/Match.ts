@@ -18,6 +18,8 @@ export interface CompiledMatch {
   readonly pathLength: number
   /** For a prefix match, the prefix without its trailing `/` (what prefix rewrites replace). */
   readonly prefix: string | undefined
+  /** The path pattern as upstream names spans: `/api/*` for a prefix, the exact path, or the regex. */
+  readonly pathMatch: string
   readonly hasMethod: boolean
   readonly headerCount: number
   readonly queryCount: number
@@ -75,15 +77,18 @@ export const compile = (match: RouteMatch): CompiledMatch => {
   let pathKind: CompiledMatch["pathKind"]
   let pathLength: number
   let matchedPrefix: string | undefined
+  let pathMatch: string
   if (path.exact !== undefined && path.exact !== null) {
     const exact = path.exact
     pathKind = "exact"
     pathLength = exact.length
+    pathMatch = exact
     checks.push((r) => r.path === exact)
   } else if (path.regex !== undefined && path.regex !== null) {
     const re = fullRegex(path.regex)
     pathKind = "regex"
     pathLength = path.regex.length
+    pathMatch = path.regex
     checks.push((r) => re.test(r.path))
   } else {
     const prefix = path.pathPrefix ?? "/"
@@ -91,6 +96,7 @@ export const compile = (match: RouteMatch): CompiledMatch => {
     pathKind = "prefix"
     pathLength = prefix.length
     matchedPrefix = prefix.endsWith("/") ? prefix.slice(0, -1) : prefix
+    pathMatch = `${matchedPrefix}/*`
     if (prefix !== "/" && prefix !== "") checks.push((r) => test(r.path))
   }
   const method = match.method ?? undefined
@@ -118,6 +124,7 @@ export const compile = (match: RouteMatch): CompiledMatch => {
     pathKind,
     pathLength,
     prefix: matchedPrefix,
+    pathMatch,
     hasMethod: method !== undefined && method !== null,
     headerCount: match.headers?.length ?? 0,
     queryCount: match.query?.length ?? 0

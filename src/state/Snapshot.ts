@@ -20,6 +20,7 @@ import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
+import * as McpAuthorization from "../policies/McpAuthorization.ts"
 import { registry } from "../policies/index.ts"
 import * as Match from "../routing/Match.ts"
 import { ListenerTable, RouteTable } from "../routing/RouteTable.ts"
@@ -81,7 +82,11 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
   Effect.gen(function*() {
     const target = ref.target
     const call: Handler = target._tag === "Mcp"
-      ? yield* McpBackend.build(ref.name, target, { settings, maxBodyBytes: env.maxBufferSize })
+      ? yield* McpBackend.build(ref.name, target, {
+        settings,
+        maxBodyBytes: env.maxBufferSize,
+        authorize: yield* McpAuthorization.authorizer(ref.policies.mcpAuthorization, `${ref.path}.policies.mcpAuthorization`)
+      })
       : yield* hostCall(ref, target, settings)
     const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
     const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
@@ -110,9 +115,12 @@ const hostCall = (ref: Ir.BackendRef, target: Ir.HostTarget, settings: Ir.Settin
       if (rewriteHost !== undefined && !ctx.authorityRewritten) ctx.headers["host"] = rewriteHost
       const timeoutMs = ctx.backendRequestTimeoutMs
       // Applied here, per attempt, so a retry gets the whole budget again; the interruption aborts the exchange.
-      return timeoutMs === undefined
+      const attempt = timeoutMs === undefined
         ? HttpBackend.call(pool, ctx)
         : Deadline.within(HttpBackend.call(pool, ctx), timeoutMs, upstreamTimeout)
+      // A sampled request gets a CLIENT span per attempt, its context sent upstream in `traceparent`.
+      const trace = ctx.trace
+      return trace === undefined ? attempt : trace.tracer.upstream(ctx, trace, ref.name, endpoint, attempt)
     })
     return call
   })
@@ -156,6 +164,7 @@ const buildListener = (listener: Ir.Listener, env: BuildEnv, settings: Ir.Settin
       if (found === undefined) return notFound
       ctx.route = found.route.info
       ctx.matchedPrefix = found.match.prefix
+      ctx.pathMatch = found.match.pathMatch
       return found.route.handler
     })
     const middlewares = yield* buildMiddlewares(listener.policies, PolicyOrder.gatewayPhase, env, `${listener.path}.policies`)

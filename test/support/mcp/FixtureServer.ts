@@ -1,6 +1,6 @@
 /**
  * A small MCP server on the official SDK, for gateway tests: `node FixtureServer.ts stdio`
- * or `node FixtureServer.ts http <port>` (Streamable HTTP, stateful). Tools:
+ * or `node FixtureServer.ts http <port>` (Streamable HTTP, stateful) or `sse <port>` (legacy SSE). Tools:
  *   echo {text}              → "<name>: <text>"
  *   pid                      → the server's pid
  *   add-tool {name}          → registers a tool (list_changed follows)
@@ -8,6 +8,7 @@
  * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start.
  */
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
+import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js"
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js"
 import { CallToolRequestSchema, ListToolsRequestSchema, isInitializeRequest } from "@modelcontextprotocol/sdk/types.js"
@@ -73,6 +74,26 @@ if (process.argv[2] === "http") {
       }
       await transport.handleRequest(req, res, body)
     })
+  }).listen(port, "127.0.0.1", () => process.stdout.write(`listening ${port}\n`))
+} else if (process.argv[2] === "sse") {
+  // Legacy SSE: GET /sse opens a session whose endpoint is /messages?sessionId=…
+  const port = Number(process.argv[3])
+  const transports = new Map<string, SSEServerTransport>()
+  http.createServer(async (req, res) => {
+    const url = new URL(req.url ?? "/", "http://localhost")
+    if (req.method === "GET" && url.pathname === "/sse") {
+      const transport = new SSEServerTransport("/messages", res)
+      transports.set(transport.sessionId, transport)
+      res.on("close", () => void transports.delete(transport.sessionId))
+      await makeServer().connect(transport)
+      return
+    }
+    const transport = transports.get(url.searchParams.get("sessionId") ?? "")
+    if (req.method !== "POST" || url.pathname !== "/messages" || transport === undefined) {
+      res.writeHead(404).end("no session")
+      return
+    }
+    await transport.handlePostMessage(req, res)
   }).listen(port, "127.0.0.1", () => process.stdout.write(`listening ${port}\n`))
 } else {
   await makeServer().connect(new StdioServerTransport())

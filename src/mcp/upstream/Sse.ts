@@ -1,0 +1,228 @@
+/**
+ * Legacy SSE targets (MCP 2024-11-05 "HTTP with SSE"): connecting GETs the stream (default
+ * path `/sse`) and waits for its `endpoint` event; every client message is POSTed there and
+ * the server's responses, notifications and requests all arrive on the stream. Responses are
+ * matched to pending requests by the connection's own ids; the rest goes to the session with
+ * backpressure (the undici body is paused while the client's stream is full). The endpoint
+ * must be on the target's origin, so a server cannot point the gateway's POSTs elsewhere.
+ * Closing the session aborts the stream; a stream that ends fails what is pending. Not
+ * resumable: the stream is the upstream session.
+ *
+ * @since 0.1.0
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type { Readable } from "node:stream"
+import { type Dispatcher, request as undiciRequest } from "undici"
+import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import type * as Ir from "../../ir/Ir.ts"
+import { SseParser } from "../EventStream.ts"
+import * as McpSchema from "../McpSchema.ts"
+import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
+
+/** How long connecting waits for the `endpoint` event after the stream opened. */
+export const ENDPOINT_TIMEOUT_MS = 10_000
+/** Requests awaiting their response on one connection; more fail at once. */
+export const MAX_PENDING_REQUESTS = 1024
+/** Most of an error body kept for the log. */
+const ERROR_BODY_BYTES = 4096
+
+type Transport = Extract<Ir.McpTransport, { _tag: "Sse" }>
+
+export const connector = (target: string, transport: Transport, settings: PoolSettings): Effect.Effect<Connect, never, UpstreamPools> =>
+  Effect.gen(function*() {
+    const pools = yield* UpstreamPools
+    const pool = pools.get(transport.target, settings)
+    const t = transport.target
+    const host = t.port === 80 ? t.host : `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
+    return (inbound) =>
+      Effect.acquireRelease(
+        Effect.suspend(() => new SseConnection(target, pool, host, transport.path, inbound).open()),
+        (conn) => Effect.sync(() => conn.close("session closed"))
+      ).pipe(Effect.map((conn): Upstream => conn))
+  })
+
+type Settle = (response: McpSchema.Response | UpstreamError) => void
+
+class SseConnection implements Upstream {
+  readonly target: string
+  private readonly pool: Dispatcher
+  private readonly host: string
+  private readonly base: URL
+  private readonly inbound: Inbound
+  private readonly abort = new AbortController()
+  private readonly pending = new Map<number, Settle>()
+  private nextId = 1
+  /** Path and query to POST to, from the `endpoint` event. */
+  private endpoint: string | undefined = undefined
+  private closed = false
+  private onEndpoint: ((error: UpstreamError | undefined) => void) | undefined = undefined
+
+  constructor(target: string, pool: Dispatcher, host: string, path: string, inbound: Inbound) {
+    this.target = target
+    this.pool = pool
+    this.host = host
+    this.base = new URL(`http://${host}${path}`)
+    this.inbound = inbound
+  }
+
+  private error(message: string, status?: number, body?: string) {
+    return new UpstreamError({ target: this.target, message, status, body })
+  }
+
+  /** GETs the stream and succeeds once the endpoint is known. */
+  open(): Effect.Effect<SseConnection, UpstreamError> {
+    return Effect.callback<SseConnection, UpstreamError>((resume) => {
+      let done = false
+      const timer = setTimeout(() => settle(this.error("no endpoint event from upstream")), ENDPOINT_TIMEOUT_MS)
+      const settle = (error: UpstreamError | undefined) => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        this.onEndpoint = undefined
+        if (error === undefined) resume(Effect.succeed(this))
+        else {
+          this.close(error.message)
+          resume(Effect.fail(error))
+        }
+      }
+      this.onEndpoint = settle
+      undiciRequest(this.base.href, {
+        dispatcher: this.pool,
+        method: "GET",
+        headers: { host: this.host, accept: "text/event-stream" },
+        signal: this.abort.signal
+      }).then(
+        (res) => {
+          if (res.statusCode !== 200) {
+            res.body.resume()
+            return settle(this.error(`HTTP ${res.statusCode}`, res.statusCode))
+          }
+          this.read(res.body)
+        },
+        (cause: unknown) => settle(this.error(cause instanceof Error ? cause.message : String(cause)))
+      )
+      return Effect.sync(() => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        this.close("connect interrupted")
+      })
+    })
+  }
+
+  private read(body: Readable): void {
+    const parser = new SseParser((event) => {
+      if (event.event === "endpoint") {
+        let url: URL | undefined
+        try {
+          url = new URL(event.data.trim(), this.base)
+        } catch {
+          url = undefined
+        }
+        if (url === undefined || url.origin !== this.base.origin) return this.onEndpoint?.(this.error("endpoint is not on the target's origin"))
+        this.endpoint = url.pathname + url.search
+        return this.onEndpoint?.(undefined)
+      }
+      if (event.event !== "message") return
+      const parsed = McpSchema.parse(event.data)
+      if (parsed === undefined) return
+      if (parsed._tag === "Response") {
+        const id = parsed.message.id
+        const settle = typeof id === "number" ? this.pending.get(id) : undefined
+        if (settle !== undefined && typeof id === "number") {
+          this.pending.delete(id)
+          settle(parsed.message)
+        }
+        return
+      }
+      const pause = this.inbound.deliver(parsed.message)
+      if (pause !== undefined && !body.isPaused()) {
+        body.pause()
+        pause(() => body.resume())
+      }
+    })
+    body.setEncoding("utf8")
+    body.on("data", (text: string) => {
+      const error = parser.push(text)
+      if (error !== undefined) {
+        body.destroy()
+        this.end(error)
+      }
+    })
+    body.on("end", () => this.end("upstream stream ended"))
+    body.on("error", (e) => this.end(e.message))
+  }
+
+  private end(reason: string): void {
+    if (this.closed) return
+    this.onEndpoint?.(this.error(reason))
+    this.close(reason)
+    this.inbound.closed(reason)
+  }
+
+  /** POSTs one message to the endpoint; fails on a transport error or an HTTP error status. */
+  private post(message: unknown, call: CallContext): Effect.Effect<void, UpstreamError> {
+    return Effect.callback<void, UpstreamError>((resume) => {
+      const endpoint = this.endpoint
+      if (this.closed || endpoint === undefined) {
+        resume(Effect.fail(this.error("upstream connection closed")))
+        return
+      }
+      const abort = new AbortController()
+      const headers: Record<string, string | Array<string>> = { ...call.headers }
+      headers["host"] = this.host
+      headers["content-type"] = "application/json"
+      if (call.protocolVersion !== undefined) headers["mcp-protocol-version"] = call.protocolVersion
+      undiciRequest(new URL(endpoint, this.base).href, { dispatcher: this.pool, method: "POST", headers, body: JSON.stringify(message), signal: abort.signal }).then(
+        (res) => {
+          if (res.statusCode < 400) {
+            res.body.resume()
+            return resume(Effect.void)
+          }
+          const chunks: Array<Buffer> = []
+          let size = 0
+          res.body.on("data", (c: Buffer) => {
+            if (size < ERROR_BODY_BYTES) chunks.push(c)
+            size += c.length
+          })
+          const fail = () => resume(Effect.fail(this.error(`HTTP ${res.statusCode}`, res.statusCode, Buffer.concat(chunks).toString("utf8").slice(0, ERROR_BODY_BYTES))))
+          res.body.on("end", fail)
+          res.body.on("error", fail)
+        },
+        (cause: unknown) => resume(Effect.fail(this.error(cause instanceof Error ? cause.message : String(cause))))
+      )
+      return Effect.sync(() => abort.abort())
+    })
+  }
+
+  readonly request = (method: string, params: Record<string, unknown> | undefined, call: CallContext) =>
+    Effect.suspend(() => {
+      if (this.pending.size >= MAX_PENDING_REQUESTS) return Effect.fail(this.error("too many requests in flight"))
+      const id = this.nextId++
+      const response = Deferred.makeUnsafe<McpSchema.Response, UpstreamError>()
+      // Registered before the POST: the answer may arrive on the stream before the 202 does.
+      this.pending.set(id, (r) => void Deferred.doneUnsafe(response, r instanceof UpstreamError ? Effect.fail(r) : Effect.succeed(r)))
+      const message = params === undefined ? { jsonrpc: "2.0", id, method } : { jsonrpc: "2.0", id, method, params }
+      return this.post(message, call).pipe(
+        Effect.andThen(Deferred.await(response)),
+        Effect.ensuring(Effect.sync(() => this.pending.delete(id)))
+      )
+    })
+
+  readonly send = (message: McpSchema.Notification | McpSchema.Response, call: CallContext) => this.post(message, call)
+
+  /** The stream opened on connect already carries the server's own messages. */
+  readonly listen = (_call: CallContext) => Effect.void
+
+  readonly resumeToken = () => undefined
+
+  close(reason: string): void {
+    if (this.closed) return
+    this.closed = true
+    this.abort.abort()
+    const pending = [...this.pending.values()]
+    this.pending.clear()
+    for (const settle of pending) settle(this.error(reason))
+  }
+}
