@@ -1,0 +1,42 @@
+import { Schema } from "effect"
+import { describe, expect, it } from "vitest"
+import * as McpSchema from "../../src/mcp/McpSchema.ts"
+
+const bySchema = Schema.is(McpSchema.Message)
+
+const cases: ReadonlyArray<unknown> = [
+  { jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "echo", arguments: { message: "hi" } } },
+  { jsonrpc: "2.0", id: "a", method: "ping" },
+  { jsonrpc: "2.0", method: "notifications/initialized" },
+  { jsonrpc: "2.0", id: null, error: { code: -32700, message: "parse error" } },
+  { jsonrpc: "2.0", id: 3, result: { tools: [] } },
+  { jsonrpc: "2.0", id: 3, error: { code: -1, message: "x", data: { any: 1 } } },
+  { jsonrpc: "1.0", id: 1, method: "ping" },
+  { id: 1, method: "ping" },
+  { jsonrpc: "2.0", id: true, method: "ping" },
+  { jsonrpc: "2.0", id: {}, method: "ping" },
+  { jsonrpc: "2.0", id: 1, method: 5 },
+  { jsonrpc: "2.0", id: 1, method: "m", params: [1, 2] },
+  { jsonrpc: "2.0", id: 1, method: "m", params: null },
+  { jsonrpc: "2.0", id: 1, method: "m", params: "x" },
+  { jsonrpc: "2.0", id: 1, error: { code: "1", message: "x" } },
+  { jsonrpc: "2.0", id: 1, error: { code: 1 } },
+  { jsonrpc: "2.0", id: 1, error: null },
+  [{ jsonrpc: "2.0", id: 1, method: "ping" }],
+  null,
+  "string",
+  42
+]
+
+describe("McpSchema.isMessage", () => {
+  it("accepts exactly what the Message schema accepts", () => {
+    for (const value of cases) expect([value, McpSchema.isMessage(value)]).toEqual([value, bySchema(value)])
+  })
+
+  it("classifies requests, notifications and responses", () => {
+    expect(McpSchema.classify(cases[0])?._tag).toBe("Request")
+    expect(McpSchema.classify(cases[2])?._tag).toBe("Notification")
+    expect(McpSchema.classify(cases[4])?._tag).toBe("Response")
+    expect(McpSchema.classify(cases[6])).toBeUndefined()
+  })
+})
