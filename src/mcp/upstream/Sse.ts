@@ -16,9 +16,9 @@ import type { Readable } from "node:stream"
 import { type Dispatcher, request as undiciRequest } from "undici"
 import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
 import type * as Ir from "../../ir/Ir.ts"
-import { SseParser } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
+import * as Messages from "./Messages.ts"
 
 /** How long connecting waits for the `endpoint` event after the stream opened. */
 export const ENDPOINT_TIMEOUT_MS = 10_000
@@ -112,44 +112,32 @@ class SseConnection implements Upstream {
   }
 
   private read(body: Readable): void {
-    const parser = new SseParser((event) => {
-      if (event.event === "endpoint") {
-        let url: URL | undefined
-        try {
-          url = new URL(event.data.trim(), this.base)
-        } catch {
-          url = undefined
-        }
-        if (url === undefined || url.origin !== this.base.origin) return this.onEndpoint?.(this.error("endpoint is not on the target's origin"))
-        this.endpoint = url.pathname + url.search
-        return this.onEndpoint?.(undefined)
-      }
-      if (event.event !== "message") return
-      const parsed = McpSchema.parse(event.data)
-      if (parsed === undefined) return
-      if (parsed._tag === "Response") {
-        const id = parsed.message.id
+    Messages.read(
+      body,
+      this.inbound,
+      (response) => {
+        const id = response.id
         const settle = typeof id === "number" ? this.pending.get(id) : undefined
         if (settle !== undefined && typeof id === "number") {
           this.pending.delete(id)
-          settle(parsed.message)
+          settle(response)
         }
-        return
+      },
+      (error) => this.end(error),
+      (event) => {
+        if (event.event === "endpoint") {
+          let url: URL | undefined
+          try {
+            url = new URL(event.data.trim(), this.base)
+          } catch {
+            url = undefined
+          }
+          if (url === undefined || url.origin !== this.base.origin) return this.onEndpoint?.(this.error("endpoint is not on the target's origin"))
+          this.endpoint = url.pathname + url.search
+          return this.onEndpoint?.(undefined)
+        }
       }
-      const pause = this.inbound.deliver(parsed.message)
-      if (pause !== undefined && !body.isPaused()) {
-        body.pause()
-        pause(() => body.resume())
-      }
-    })
-    body.setEncoding("utf8")
-    body.on("data", (text: string) => {
-      const error = parser.push(text)
-      if (error !== undefined) {
-        body.destroy()
-        this.end(error)
-      }
-    })
+    )
     body.on("end", () => this.end("upstream stream ended"))
     body.on("error", (e) => this.end(e.message))
   }

@@ -13,9 +13,10 @@ import type { Readable } from "node:stream"
 import { type Dispatcher, request as undiciRequest } from "undici"
 import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
 import type * as Ir from "../../ir/Ir.ts"
-import { MAX_MESSAGE_BYTES, SseParser } from "../EventStream.ts"
+import { MAX_MESSAGE_BYTES } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
+import * as Messages from "./Messages.ts"
 
 /** Most of an error body kept for the log. */
 const ERROR_BODY_BYTES = 4096
@@ -138,28 +139,9 @@ class HttpConnection implements Upstream {
 
   /** Reads an SSE response: server messages are delivered, the response with `id` resolves. */
   private readStream(body: Readable, id: number | undefined, finish: (e: Effect.Effect<McpSchema.Response | undefined, UpstreamError>) => void) {
-    const parser = new SseParser((event) => {
-      if (event.event !== "message") return
-      const parsed = McpSchema.parse(event.data)
-      if (parsed === undefined) return
-      if (parsed._tag === "Response") {
-        if (parsed.message.id === id) finish(Effect.succeed(parsed.message))
-        return
-      }
-      const pause = this.inbound.deliver(parsed.message)
-      if (pause !== undefined && !body.isPaused()) {
-        body.pause()
-        pause(() => body.resume())
-      }
-    })
-    body.setEncoding("utf8")
-    body.on("data", (text: string) => {
-      const error = parser.push(text)
-      if (error !== undefined) {
-        body.destroy()
-        finish(Effect.fail(this.error(error)))
-      }
-    })
+    Messages.read(body, this.inbound, (response) => {
+      if (response.id === id) finish(Effect.succeed(response))
+    }, (error) => finish(Effect.fail(this.error(error))))
     // Lazily: `end` follows every answered stream too, and an eager error would build a stack
     // trace per call (≈ 3 % of the gateway's CPU per tools/call in bench/mcp).
     body.on("end", () => finish(Effect.suspend(() => Effect.fail(this.error("upstream stream ended without a response")))))

@@ -1,0 +1,41 @@
+/**
+ * The `message` events of an upstream SSE body, shared by the Streamable HTTP and SSE target
+ * clients: responses go to `onResponse`; server notifications and server→client requests go to
+ * the session's `Inbound`, and the body is paused while the session applies backpressure; a
+ * framing error destroys the body and is reported once to `onError`. Events other than
+ * `message` (the legacy transport's `endpoint`) go to `onOther`.
+ *
+ * @since 0.1.0
+ */
+import type { Readable } from "node:stream"
+import { type SseEvent, SseParser } from "../EventStream.ts"
+import * as McpSchema from "../McpSchema.ts"
+import type { Inbound } from "../Upstream.ts"
+
+export const read = (
+  body: Readable,
+  inbound: Inbound,
+  onResponse: (response: McpSchema.Response) => void,
+  onError: (message: string) => void,
+  onOther?: (event: SseEvent) => void
+): void => {
+  const parser = new SseParser((event) => {
+    if (event.event !== "message") return onOther?.(event)
+    const parsed = McpSchema.parse(event.data)
+    if (parsed === undefined) return
+    if (parsed._tag === "Response") return onResponse(parsed.message)
+    const pause = inbound.deliver(parsed.message)
+    if (pause !== undefined && !body.isPaused()) {
+      body.pause()
+      pause(() => body.resume())
+    }
+  })
+  body.setEncoding("utf8")
+  body.on("data", (text: string) => {
+    const error = parser.push(text)
+    if (error !== undefined) {
+      body.destroy()
+      onError(error)
+    }
+  })
+}
