@@ -21,7 +21,7 @@
  *
  * @since 0.1.0
  */
-import * as grpc from "@grpc/grpc-js"
+import type * as Grpc from "@grpc/grpc-js"
 import * as Cause from "effect/Cause"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -29,7 +29,7 @@ import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
 import { randomFillSync } from "node:crypto"
-import { Agent } from "undici"
+import * as Undici from "../backends/Undici.ts"
 import type * as Ir from "../ir/Ir.ts"
 import type * as ProxyError from "../pipeline/ProxyError.ts"
 import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
@@ -452,7 +452,11 @@ export interface Transport {
   close(): Promise<void>
 }
 
-export const grpcTransport = (settings: Ir.TracingSettings): Transport => {
+/** Loaded with the first tracing config (grpc-js is large): none of it is resident otherwise. */
+const loadGrpc = (): Promise<typeof Grpc> => import("@grpc/grpc-js")
+
+export const grpcTransport = async (settings: Ir.TracingSettings): Promise<Transport> => {
+  const grpc = await loadGrpc()
   const url = new URL(settings.endpoint)
   const credentials = url.protocol === "https:" ? grpc.credentials.createSsl() : grpc.credentials.createInsecure()
   const client = new grpc.Client(url.host, credentials)
@@ -476,9 +480,10 @@ export const grpcTransport = (settings: Ir.TracingSettings): Transport => {
   }
 }
 
-export const httpTransport = (settings: Ir.TracingSettings): Transport => {
+export const httpTransport = async (settings: Ir.TracingSettings): Promise<Transport> => {
   const url = settings.endpoint.replace(/\/+$/, "") + (settings.path.startsWith("/") ? settings.path : `/${settings.path}`)
-  const agent = new Agent({ connections: 2, connectTimeout: EXPORT_TIMEOUT_MS, headersTimeout: EXPORT_TIMEOUT_MS, bodyTimeout: EXPORT_TIMEOUT_MS })
+  const undici = await Undici.load()
+  const agent = new undici.Agent({ connections: 2, connectTimeout: EXPORT_TIMEOUT_MS, headersTimeout: EXPORT_TIMEOUT_MS, bodyTimeout: EXPORT_TIMEOUT_MS })
   const headers: Record<string, string> = { ...settings.headers, "content-type": "application/x-protobuf" }
   return {
     send: async (bytes) => {
@@ -593,7 +598,10 @@ export class BatchExporter implements SpanSink {
 export const make = (settings: Ir.TracingSettings, context: Context.Context<never>): Effect.Effect<Tracer, never, Scope.Scope> =>
   Effect.map(
     Effect.acquireRelease(
-      Effect.sync(() => new BatchExporter(settings.protocol === "grpc" ? grpcTransport(settings) : httpTransport(settings), context)),
+      Effect.map(
+        Effect.promise(() => (settings.protocol === "grpc" ? grpcTransport(settings) : httpTransport(settings))),
+        (transport) => new BatchExporter(transport, context)
+      ),
       (exporter) => Effect.promise(() => exporter.close())
     ),
     (exporter) => new Tracer(settings, exporter)

@@ -45,6 +45,7 @@ import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
 import { BoundedLru } from "../shared/lru.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
+import * as Undici from "../backends/Undici.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Bounds
@@ -499,7 +500,7 @@ const remoteJwks = (url: string, path: string, policyPath: string, now: () => nu
     const scope = yield* Effect.scope
     // The package entry (it installs `Pool.request`) costs ~5 MiB of heap: loaded only by a
     // config that fetches a JWKS, not by every gateway (the backend pools use the bare Pool).
-    const undici = yield* Effect.promise(() => import("undici"))
+    const undici = yield* Effect.promise(Undici.load)
     const pool = new undici.Pool(parsed.origin, { connections: 1, connect: { timeout: JWKS_FETCH_TIMEOUT_MS } })
     yield* Effect.addFinalizer(() => Effect.promise(() => pool.destroy()))
     const remote = new RemoteJwks(url, pool, parsed.pathname + parsed.search, now, scope, policyPath, onChange)

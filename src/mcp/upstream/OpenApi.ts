@@ -24,11 +24,12 @@ import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import { readFile, stat } from "node:fs/promises"
 import { STATUS_CODES } from "node:http"
-import { Agent, request as undiciRequest } from "undici"
+import type { Agent } from "undici"
 import * as YAML from "yaml"
 import { ConfigError } from "../../config/ConfigError.ts"
 import { HOP_BY_HOP } from "../../shared/headers.ts"
 import { DocumentError, isObject, type Json, type JsonObject, type Location, Resolver, toJson } from "./OpenApiSchema.ts"
+import * as Undici from "../../backends/Undici.ts"
 
 export type { Json, JsonObject } from "./OpenApiSchema.ts"
 
@@ -166,7 +167,7 @@ const readSchemaFile = (file: string, maxBytes: number): Promise<string> =>
   })
 
 const fetchSchema = async (url: URL, agent: Agent, maxBytes: number, signal: AbortSignal): Promise<string> => {
-  const res = await undiciRequest(url, {
+  const res = await Undici.request(url, {
     method: "GET",
     dispatcher: agent,
     signal,
@@ -204,7 +205,7 @@ const loadUrl = (raw: string, at: string, maxBytes: number, timeout: Duration.In
   // A private agent, destroyed afterwards: the fetch runs once per snapshot and must not leave
   // pooled sockets keeping the process alive.
   return Effect.acquireUseRelease(
-    Effect.sync(() => new Agent()),
+    Effect.promise(() => Undici.load().then((undici) => new undici.Agent())),
     (agent) =>
       Effect.tryPromise({
         try: (signal) => fetchSchema(url, agent, maxBytes, signal),

@@ -17,6 +17,7 @@ import { VERSION } from "../../Version.ts"
 import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, type Upstream, UpstreamError } from "../Upstream.ts"
 import * as OpenApi from "./OpenApi.ts"
+import * as Undici from "../../backends/Undici.ts"
 
 /** Headers a tool call never takes from the downstream request: `request` or the pool owns them. */
 const NOT_COPIED: ReadonlySet<string> = new Set(["host", "content-length", "content-type", "transfer-encoding", "accept", "cookie"])
@@ -40,7 +41,7 @@ const send = (
   headers["host"] = host
   return Effect.tryPromise({
     try: async (signal) => {
-      const res = await pool.request({ method: req.method, path: req.path, headers, body: req.body === undefined ? null : Buffer.from(req.body), signal })
+      const res = await Undici.requestOn(pool, { method: req.method, path: req.path, headers, body: req.body === undefined ? null : Buffer.from(req.body), signal })
       const declared = Number(res.headers["content-length"])
       if (Number.isFinite(declared) && declared > OpenApi.maxResponseBytes) {
         res.body.destroy()

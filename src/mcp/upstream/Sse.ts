@@ -13,8 +13,9 @@
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
-import { type Dispatcher, request as undiciRequest } from "undici"
+import type { Dispatcher } from "undici"
 import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
@@ -87,7 +88,7 @@ class SseConnection implements Upstream {
         }
       }
       this.onEndpoint = settle
-      undiciRequest(this.base.href, {
+      Undici.request(this.base.href, {
         dispatcher: this.pool,
         method: "GET",
         headers: { host: this.host, accept: "text/event-stream" },
@@ -162,7 +163,7 @@ class SseConnection implements Upstream {
       headers["host"] = this.host
       headers["content-type"] = "application/json"
       if (call.protocolVersion !== undefined) headers["mcp-protocol-version"] = call.protocolVersion
-      undiciRequest(new URL(endpoint, this.base).href, { dispatcher: this.pool, method: "POST", headers, body: JSON.stringify(message), signal: abort.signal }).then(
+      Undici.request(new URL(endpoint, this.base).href, { dispatcher: this.pool, method: "POST", headers, body: JSON.stringify(message), signal: abort.signal }).then(
         (res) => {
           if (res.statusCode < 400) {
             res.body.resume()

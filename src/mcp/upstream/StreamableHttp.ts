@@ -10,8 +10,9 @@
  */
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
-import { type Dispatcher, request as undiciRequest } from "undici"
+import type { Dispatcher } from "undici"
 import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { MAX_MESSAGE_BYTES } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
@@ -102,7 +103,7 @@ class HttpConnection implements Upstream {
         done = true
         resume(e)
       }
-      undiciRequest(this.url, {
+      Undici.request(this.url, {
         dispatcher: this.pool,
         method: "POST",
         headers: this.headers(call, "application/json, text/event-stream", method),
@@ -165,7 +166,7 @@ class HttpConnection implements Upstream {
       if (this.listening !== undefined || this.closed) return
       const abort = new AbortController()
       this.listening = abort
-      undiciRequest(this.url, { dispatcher: this.pool, method: "GET", headers: this.headers(call, "text/event-stream", undefined), signal: abort.signal }).then(
+      Undici.request(this.url, { dispatcher: this.pool, method: "GET", headers: this.headers(call, "text/event-stream", undefined), signal: abort.signal }).then(
         (res) => {
           if (res.statusCode !== 200) {
             res.body.resume()
@@ -186,7 +187,7 @@ class HttpConnection implements Upstream {
       const sid = this.sessionId
       if (sid === undefined) return Effect.void
       return Effect.promise(() =>
-        undiciRequest(this.url, { dispatcher: this.pool, method: "DELETE", headers: { host: this.host, "mcp-session-id": sid } }).then(
+        Undici.request(this.url, { dispatcher: this.pool, method: "DELETE", headers: { host: this.host, "mcp-session-id": sid } }).then(
           (res) => res.body.resume(),
           () => undefined
         )
