@@ -4,10 +4,9 @@ import { Effect, Exit, Scope } from "effect"
 import { createHash } from "node:crypto"
 import * as Cel from "../../src/cel/Cel.ts"
 import * as CelContext from "../../src/cel/Context.ts"
-import * as ProxyError from "../../src/pipeline/ProxyError.ts"
-import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
+import type { ProxyRequest } from "../../src/pipeline/RequestContext.ts"
 import * as ApiKey from "../../src/policies/ApiKey.ts"
-import { buildEnv, upstream } from "../support/Policies.ts"
+import { buildEnv, exchange } from "../support/Policies.ts"
 import { request, type RequestSpec } from "../support/Requests.ts"
 
 const hex = (s: string) => createHash("sha256").update(s).digest("hex")
@@ -19,20 +18,8 @@ interface Outcome {
 }
 
 const build = (config: ApiKey.Config) =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const middleware = yield* Scope.provide(ApiKey.policy.make(config, buildEnv(), "policies.apiKey"), scope)
-    return (spec: RequestSpec) =>
-      Effect.gen(function*() {
-        const next = upstream()
-        const exit = yield* Effect.exit(Effect.provideService(middleware(next.handler), RequestContext, request(spec)))
-        const response = Exit.isSuccess(exit)
-          ? exit.value
-          : ProxyError.toResponse(exit.cause.reasons[0]?._tag === "Fail" ? exit.cause.reasons[0].error : ProxyError.make({ _tag: "Internal", cause: exit.cause }))
-        const outcome: Outcome = { status: response.status, body: response.body, forwarded: next.calls[0] }
-        return outcome
-      })
-  })
+  Effect.map(exchange(ApiKey.policy, config), ({ send }) => (spec: RequestSpec) =>
+    Effect.map(send(request(spec)), ({ response, forwarded }): Outcome => ({ status: response.status, body: response.body, forwarded })))
 
 const KEYS: ApiKey.Config["keys"] = [
   { key: "agw_sk_plain", metadata: { name: "Example key", owner: "platform", tier: 3 } },

@@ -3,10 +3,9 @@ import bcrypt from "bcryptjs"
 import { Effect, Exit, Scope } from "effect"
 import * as Cel from "../../src/cel/Cel.ts"
 import * as CelContext from "../../src/cel/Context.ts"
-import * as ProxyError from "../../src/pipeline/ProxyError.ts"
-import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
+import type { ProxyRequest } from "../../src/pipeline/RequestContext.ts"
 import * as BasicAuth from "../../src/policies/BasicAuth.ts"
-import { buildEnv, upstream } from "../support/Policies.ts"
+import { buildEnv, exchange } from "../support/Policies.ts"
 import { request, type RequestSpec } from "../support/Requests.ts"
 
 const bcryptHash = bcrypt.hashSync("b-pass", 4).replace(/^\$2b\$/, "$2y$")
@@ -28,20 +27,13 @@ interface Outcome {
 }
 
 const build = (config: BasicAuth.Config) =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const middleware = yield* Scope.provide(BasicAuth.policy.make(config, buildEnv(), "policies.basicAuth"), scope)
-    return (spec: RequestSpec) =>
-      Effect.gen(function*() {
-        const next = upstream()
-        const exit = yield* Effect.exit(Effect.provideService(middleware(next.handler), RequestContext, request(spec)))
-        const response = Exit.isSuccess(exit)
-          ? exit.value
-          : ProxyError.toResponse(exit.cause.reasons[0]?._tag === "Fail" ? exit.cause.reasons[0].error : ProxyError.make({ _tag: "Internal", cause: exit.cause }))
-        const outcome: Outcome = { status: response.status, body: response.body, challenge: response.headers["www-authenticate"], forwarded: next.calls[0] }
-        return outcome
-      })
-  })
+  Effect.map(exchange(BasicAuth.policy, config), ({ send }) => (spec: RequestSpec) =>
+    Effect.map(send(request(spec)), ({ response, forwarded }): Outcome => ({
+      status: response.status,
+      body: response.body,
+      challenge: response.headers["www-authenticate"],
+      forwarded
+    })))
 
 const basic = (user: string, password: string) => ({ headers: { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` } })
 

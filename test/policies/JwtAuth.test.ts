@@ -5,11 +5,9 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from "jose"
 import * as http from "node:http"
 import * as Cel from "../../src/cel/Cel.ts"
 import * as CelContext from "../../src/cel/Context.ts"
-import type { Handler } from "../../src/pipeline/Policy.ts"
-import * as ProxyError from "../../src/pipeline/ProxyError.ts"
-import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
+import type { ProxyRequest } from "../../src/pipeline/RequestContext.ts"
 import * as JwtAuth from "../../src/policies/JwtAuth.ts"
-import { buildEnv, upstream } from "../support/Policies.ts"
+import { buildEnv, exchange } from "../support/Policies.ts"
 import { request, type RequestSpec } from "../support/Requests.ts"
 
 const ISSUER = "https://issuer.example"
@@ -40,23 +38,11 @@ interface Outcome {
 
 /** Builds the policy once (one snapshot); `send` runs one request through it. */
 const build = (config: JwtAuth.Config) =>
-  Effect.gen(function*() {
-    const scope = yield* Scope.make()
-    const middleware = yield* Scope.provide(JwtAuth.policy.make(config, buildEnv(), "policies.jwtAuth"), scope)
+  Effect.map(exchange(JwtAuth.policy, config), ({ send: once, close }) => {
     const send = (spec: RequestSpec) =>
-      Effect.gen(function*() {
-        const next = upstream()
-        const handler: Handler = middleware(next.handler)
-        const req = request(spec)
-        const exit = yield* Effect.exit(Effect.provideService(handler, RequestContext, req))
-        const response = Exit.isSuccess(exit)
-          ? exit.value
-          : ProxyError.toResponse(exit.cause.reasons[0]?._tag === "Fail" ? exit.cause.reasons[0].error : ProxyError.make({ _tag: "Internal", cause: exit.cause }))
-        const outcome: Outcome = { status: response.status, body: response.body, forwarded: next.calls[0] }
-        return outcome
-      })
+      Effect.map(once(request(spec)), ({ response, forwarded }): Outcome => ({ status: response.status, body: response.body, forwarded }))
     const bearer = (token: string) => send({ headers: { authorization: `Bearer ${token}` } })
-    return { send, bearer, close: Scope.close(scope, Exit.void) }
+    return { send, bearer, close }
   })
 
 const inline = (extra: Partial<{ mode: "strict" | "optional" | "permissive"; audiences: Array<string>; requiredClaims: Array<string> }> = {}): JwtAuth.Config => ({

@@ -2,9 +2,10 @@
  * Runs a single policy's middleware without sockets: build it from config, wrap a stub
  * `next`, provide a `ProxyRequest`.
  */
-import { Effect, Scope } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { ConfigError } from "../../src/config/ConfigError.ts"
 import type { BuildEnv, Handler, Policy, PolicyConfig, PolicyKey } from "../../src/pipeline/Policy.ts"
+import * as ProxyErrors from "../../src/pipeline/ProxyError.ts"
 import type { ProxyError } from "../../src/pipeline/ProxyError.ts"
 import { ProxyResponse } from "../../src/pipeline/ProxyResponse.ts"
 import { type ProxyRequest, RequestContext } from "../../src/pipeline/RequestContext.ts"
@@ -44,4 +45,33 @@ export const run = <K extends PolicyKey>(
     const scope = yield* Scope.make()
     const middleware = yield* Effect.orDie(Scope.provide(policy.make(config, buildEnv(), "policies"), scope))
     return yield* Effect.provideService(middleware(next), RequestContext, request)
+  })
+
+/** What one request through a policy looked like from both sides. */
+export interface Exchange {
+  /** The answer the client gets (a failure as `ProxyError.toResponse` maps it). */
+  readonly response: ProxyResponse
+  /** The request as `next` saw it, or undefined when the policy answered by itself. */
+  readonly forwarded: ProxyRequest | undefined
+}
+
+/**
+ * Builds a policy once (one snapshot, in a scope closed by `close`) and returns `send`, which
+ * runs one request through it in front of `upstream()`.
+ */
+export const exchange = <K extends PolicyKey>(policy: Policy<K>, config: PolicyConfig<K>) =>
+  Effect.gen(function*() {
+    const scope = yield* Scope.make()
+    const middleware = yield* Scope.provide(policy.make(config, buildEnv(), `policies.${policy.key}`), scope)
+    const send = (request: ProxyRequest): Effect.Effect<Exchange> =>
+      Effect.gen(function*() {
+        const next = upstream()
+        const exit = yield* Effect.exit(Effect.provideService(middleware(next.handler), RequestContext, request))
+        const failure = Exit.isSuccess(exit) ? undefined : exit.cause.reasons[0]
+        const response = Exit.isSuccess(exit)
+          ? exit.value
+          : ProxyErrors.toResponse(failure?._tag === "Fail" ? failure.error : ProxyErrors.make({ _tag: "Internal", cause: exit.cause }))
+        return { response, forwarded: next.calls[0] }
+      })
+    return { send, close: Scope.close(scope, Exit.void) }
   })
