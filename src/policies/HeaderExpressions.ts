@@ -52,9 +52,16 @@ export const HeaderName = Schema.String.check(
  * A map of header name → CEL expression. Keys are checked on the map: a `Schema.Record` with a
  * refined key schema silently drops keys that fail the refinement instead of rejecting them.
  */
-export const expressionMap = (checkName: (name: string) => string | undefined) =>
-  Schema.Record(Schema.String, Schema.String).check(
-    Schema.makeFilter((m: { readonly [k: string]: string }) => {
+export const expressionMap = (checkName: (name: string) => string | undefined) => namedRecord(Schema.String, checkName)
+
+/**
+ * A record whose keys are checked by `checkName`. `Schema.Record` with a refined key schema
+ * silently drops the keys that fail the refinement (Effect 4.1); this rejects them instead, with
+ * the key in the issue path.
+ */
+export const namedRecord = <V extends Schema.Top>(value: V, checkName: (name: string) => string | undefined) =>
+  Schema.Record(Schema.String, value).check(
+    Schema.makeFilter((m: { readonly [k: string]: unknown }) => {
       for (const name of Object.keys(m)) {
         const issue = checkName(name)
         if (issue !== undefined) return { path: [name], issue }

@@ -9,22 +9,21 @@
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Policy from "../pipeline/Policy.ts"
+import { checkHeaderName, namedRecord } from "./HeaderExpressions.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 
-const HeaderName = Schema.String.check(
-  Schema.makeFilter((s: string) => /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(s) || `invalid header name "${s}"`)
-)
+const HeaderName = Schema.String.check(Schema.makeFilter((s: string) => checkHeaderName(s) ?? true))
 const HeaderValue = Schema.String.check(
   Schema.makeFilter((s: string) => !/[\r\n\0]/.test(s) || "header values may not contain CR, LF or NUL")
 )
 
 export const Config = Schema.Struct({
   add: Schema.optionalKey(
-    Schema.NullOr(Schema.Record(HeaderName, HeaderValue)).annotate({ description: "Headers to append (existing values are kept)." })
+    Schema.NullOr(namedRecord(HeaderValue, checkHeaderName)).annotate({ description: "Headers to append (existing values are kept)." })
   ),
   set: Schema.optionalKey(
-    Schema.NullOr(Schema.Record(HeaderName, HeaderValue)).annotate({ description: "Headers to set, replacing existing values." })
+    Schema.NullOr(namedRecord(HeaderValue, checkHeaderName)).annotate({ description: "Headers to set, replacing existing values." })
   ),
   remove: Schema.optionalKey(
     Schema.NullOr(Schema.Array(HeaderName)).annotate({ description: "Header names to remove." })

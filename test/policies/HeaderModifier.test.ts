@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import * as HeaderModifier from "../../src/policies/HeaderModifier.ts"
 import { run, upstream } from "../support/Policies.ts"
 import { request } from "../support/Requests.ts"
@@ -47,4 +47,19 @@ describe("responseHeaderModifier", () => {
       assert.strictEqual(res.headers["content-type"], "application/json")
       assert.strictEqual(res.headers["server"], undefined)
     }))
+})
+
+describe("header modifier config", () => {
+  const decode = Schema.decodeUnknownSync(HeaderModifier.Config)
+
+  it("rejects an invalid header name in add, set and remove instead of dropping it", () => {
+    assert.throws(() => decode({ add: { "bad name": "1" } }), /invalid header name "bad name"/)
+    assert.throws(() => decode({ set: { "x-ok": "1", "a:b": "2" } }), /invalid header name "a:b"/)
+    assert.throws(() => decode({ remove: ["white space"] }), /invalid header name "white space"/)
+  })
+
+  it("rejects CR/LF in values and keeps valid entries", () => {
+    assert.throws(() => decode({ set: { "x-a": "1\r\nx-b: 2" } }), /CR, LF or NUL/)
+    assert.deepStrictEqual(decode({ set: { "x-a": "1" }, add: { "x-b": "2" } }), { set: { "x-a": "1" }, add: { "x-b": "2" } })
+  })
 })
