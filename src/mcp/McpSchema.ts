@@ -96,6 +96,22 @@ export const classify = (value: unknown): Classified | undefined => {
 }
 
 /** Parses bytes or text as one JSON-RPC message. */
+/**
+ * Deepest nesting a message may have. Messages are re-serialised with `JSON.stringify`, which
+ * overflows the stack around 10,000 levels, outside any Effect: one deep message from a client or
+ * an upstream tool would end the process. Real MCP payloads stay far below this.
+ */
+export const MAX_NESTING = 64
+
+/** Whether `value` nests arrays/objects deeper than `limit` (stops at the first such branch). */
+const tooDeep = (value: unknown, limit: number): boolean => {
+  if (typeof value !== "object" || value === null) return false
+  if (limit === 0) return true
+  for (const item of Array.isArray(value) ? value : Object.values(value)) if (tooDeep(item, limit - 1)) return true
+  return false
+}
+
+/** One JSON-RPC message from text; undefined when it is not JSON, not a message, or nested deeper than MAX_NESTING. */
 export const parse = (text: string): Classified | undefined => {
   let value: unknown
   try {
@@ -103,6 +119,7 @@ export const parse = (text: string): Classified | undefined => {
   } catch {
     return undefined
   }
+  if (tooDeep(value, MAX_NESTING)) return undefined
   return classify(value)
 }
 

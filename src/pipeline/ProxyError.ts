@@ -31,6 +31,7 @@ export type ProxyErrorReason =
   }
   | { readonly _tag: "CsrfFailed" }
   | { readonly _tag: "BodyTooLarge" }
+  | { readonly _tag: "BodyTimeout" }
   | { readonly _tag: "Internal"; readonly cause: unknown }
 
 export class ProxyError extends Data.TaggedError("ProxyError")<{
@@ -63,6 +64,7 @@ export const reasonLabel = (error: ProxyError): string => {
     case "AuthenticationFailed":
       return error.reason.scheme === "jwt" ? "JwtAuth" : error.reason.scheme === "apiKey" ? "APIKeyAuth" : "BasicAuth"
     case "BodyTooLarge":
+    case "BodyTimeout":
       return "InvalidRequest"
     case "Internal":
       return "Internal"
@@ -104,6 +106,12 @@ export const toResponse = (error: ProxyError): Response.ProxyResponse => {
       return Response.text(403, "CSRF validation failed")
     case "BodyTooLarge":
       return Response.text(413, "request body too large")
+    case "BodyTimeout": {
+      // The rest of the body may never come: close rather than wait to drain it for keep-alive.
+      const response = Response.text(408, "request body timeout")
+      response.headers["connection"] = "close"
+      return response
+    }
     case "Internal":
       return Response.text(500, "internal error")
   }

@@ -29,6 +29,14 @@ export const untouched: State = { _tag: "Stream" }
 
 const EMPTY = new Uint8Array(0)
 
+/**
+ * Longest pause allowed between two chunks of a body being buffered. The listener has no
+ * request timeout (streams may be long), so without this a client that declares a body and then
+ * sends it byte by byte, or not at all, holds a connection and a fiber forever (slowloris on the
+ * body): 408 and the connection is closed.
+ */
+export const IDLE_TIMEOUT_MS = 30_000
+
 /** The declared length, or undefined for a chunked body. */
 const declaredLength = (ctx: ProxyRequest): number | undefined => {
   const raw = ctx.raw.headers["content-length"]
@@ -41,7 +49,11 @@ const declaredLength = (ctx: ProxyRequest): number | undefined => {
  * The whole request body, read at most once; `undefined` when it is larger than `limit` (the
  * request still forwards whole). Fails only when the downstream aborts while sending it.
  */
-export const read = (ctx: ProxyRequest, limit: number): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> => {
+export const read = (
+  ctx: ProxyRequest,
+  limit: number,
+  idleTimeoutMs: number = IDLE_TIMEOUT_MS
+): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> => {
   const state = ctx.body
   if (state._tag === "Buffered") return Effect.succeed(state.bytes)
   if (state._tag === "Spilled") return Effect.succeed(undefined)
@@ -56,13 +68,20 @@ export const read = (ctx: ProxyRequest, limit: number): Effect.Effect<Uint8Array
     const raw = ctx.raw
     const chunks: Array<Buffer> = []
     let size = 0
+    const onIdle = () => {
+      cleanup()
+      resume(Effect.fail(ProxyError.make({ _tag: "BodyTimeout" })))
+    }
+    const idle = setTimeout(onIdle, idleTimeoutMs)
     const cleanup = () => {
+      clearTimeout(idle)
       raw.off("data", onData)
       raw.off("end", onEnd)
       raw.off("error", onError)
       raw.off("aborted", onError)
     }
     const onData = (chunk: Buffer) => {
+      idle.refresh()
       size += chunk.length
       chunks.push(chunk)
       if (size <= limit) return

@@ -40,3 +40,15 @@ describe("McpSchema.isMessage", () => {
     expect(McpSchema.classify(cases[6])).toBeUndefined()
   })
 })
+
+describe("McpSchema.parse", () => {
+  const nested = (depth: number): string => `${"[".repeat(depth)}${"]".repeat(depth)}`
+
+  it("refuses messages nested deeper than MAX_NESTING (they could not be re-serialised safely)", () => {
+    const ok = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":${nested(McpSchema.MAX_NESTING - 4)}}}}`
+    const deep = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"a":${nested(20_000)}}}}`
+    expect(McpSchema.parse(ok)?._tag).toBe("Request")
+    expect(McpSchema.parse(deep)).toBeUndefined()
+    expect(McpSchema.parse(`{"jsonrpc":"2.0","id":2,"result":${nested(McpSchema.MAX_NESTING + 1)}}`)).toBeUndefined()
+  })
+})
