@@ -16,7 +16,6 @@
  *
  * @since 0.1.0
  */
-import bcrypt from "bcryptjs"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { createHash, timingSafeEqual } from "node:crypto"
@@ -28,6 +27,7 @@ import * as Policy from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
 import { BoundedLru } from "../shared/lru.ts"
+import * as Bcrypt from "./Bcrypt.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
 
 /** Successful bcrypt checks remembered per policy. */
@@ -110,6 +110,7 @@ export const policy = Policy.define({
       const mode = config.mode ?? "optional"
       const missing = mode === "strict" ? fail(NO_KEY) : undefined
       const bcryptHits = new BoundedLru<string, Entry>(BCRYPT_CACHE_ENTRIES)
+      const bcryptFailures = new Bcrypt.Failures()
 
       /** Compares with every digest, match or not: time depends only on the number of keys. */
       const byDigest = (presented: Buffer): Entry | undefined => {
@@ -124,13 +125,17 @@ export const policy = Policy.define({
         Effect.gen(function*() {
           const hit = bcryptHits.get(cacheKey)
           if (hit !== undefined) return hit
+          if (bcryptFailures.has(cacheKey)) return undefined
+          let busy = false
           for (const { hash, entry } of salted) {
-            const ok = yield* Effect.promise(() => bcrypt.compare(key, hash).catch(() => false))
-            if (ok) {
+            const outcome = yield* Bcrypt.compare(key, hash)
+            if (outcome === "match") {
               bcryptHits.set(cacheKey, entry)
               return entry
             }
+            if (outcome === "busy") busy = true
           }
+          if (!busy) bcryptFailures.add(cacheKey)
           return undefined
         })
 

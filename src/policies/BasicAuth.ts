@@ -18,7 +18,6 @@
  *
  * @since 0.1.0
  */
-import bcrypt from "bcryptjs"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { createHash, timingSafeEqual } from "node:crypto"
@@ -27,6 +26,7 @@ import { ConfigError } from "../config/ConfigError.ts"
 import { opt, req } from "../config/Fields.ts"
 import { read } from "../listeners/Tls.ts"
 import * as Policy from "../pipeline/Policy.ts"
+import * as Bcrypt from "./Bcrypt.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
 import { BoundedLru } from "../shared/lru.ts"
@@ -188,6 +188,7 @@ export const policy = Policy.define({
       const missing = config.mode === "strict" ? failure(NO_CREDENTIALS) : undefined
       const invalid = failure(INVALID)
       const bcryptHits = new BoundedLru<string, true>(BCRYPT_CACHE_ENTRIES)
+      const bcryptFailures = new Bcrypt.Failures()
 
       const accept = (ctx: ProxyRequest, user: string): void => {
         location.remove(ctx)
@@ -214,8 +215,12 @@ export const policy = Policy.define({
             accept(ctx, user)
             return next
           }
-          return Effect.flatMap(Effect.promise(() => bcrypt.compare(password, hash.hash).catch(() => false)), (ok) => {
-            if (!ok) return invalid
+          if (bcryptFailures.has(cacheKey)) return invalid
+          return Effect.flatMap(Bcrypt.compare(password, hash.hash), (outcome) => {
+            if (outcome !== "match") {
+              if (outcome === "mismatch") bcryptFailures.add(cacheKey)
+              return invalid
+            }
             bcryptHits.set(cacheKey, true)
             accept(ctx, user)
             return next
