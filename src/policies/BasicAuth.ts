@@ -189,6 +189,9 @@ export const policy = Policy.define({
       const invalid = failure(INVALID)
       const bcryptHits = new BoundedLru<string, true>(BCRYPT_CACHE_ENTRIES)
       const bcryptFailures = new Bcrypt.Failures()
+      // A hash of the same cost as the file's first bcrypt entry, for unknown users.
+      const costOf = [...users.values()].find((h) => h._tag === "Bcrypt")
+      const dummy = costOf?._tag === "Bcrypt" ? Bcrypt.dummyHash(costOf.hash) : undefined
 
       const accept = (ctx: ProxyRequest, user: string): void => {
         location.remove(ctx)
@@ -204,7 +207,16 @@ export const policy = Policy.define({
           if (credentials === undefined) return invalid
           const [user, password] = credentials
           const hash = users.get(user)
-          if (hash === undefined) return invalid
+          if (hash === undefined) {
+            // As slow as a wrong password for a real bcrypt user, so timing does not tell which users exist.
+            if (dummy === undefined) return invalid
+            const digest = createHash("sha256").update(user, "utf8").update("\0").update(password, "utf8").digest("hex")
+            if (bcryptFailures.has(digest)) return invalid
+            return Effect.flatMap(Bcrypt.compare(password, dummy), (outcome) => {
+              if (outcome === "mismatch") bcryptFailures.add(digest)
+              return invalid
+            })
+          }
           if (hash._tag !== "Bcrypt") {
             if (!verifyFast(hash, password)) return invalid
             accept(ctx, user)

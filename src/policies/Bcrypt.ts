@@ -11,6 +11,7 @@
 import bcrypt from "bcryptjs"
 import * as Effect from "effect/Effect"
 import * as Semaphore from "effect/Semaphore"
+import { randomUUID } from "node:crypto"
 import { BoundedLru } from "../shared/lru.ts"
 
 export const MAX_CONCURRENT = 2
@@ -45,4 +46,14 @@ export class Failures {
   add(digest: string): void {
     this.seen.set(digest, true)
   }
+}
+
+/**
+ * A hash that matches nothing, at the cost of `like` (`$2y$10$…` → cost 10), for checking a
+ * password of an unknown user in the same time as a known one's.
+ */
+export const dummyHash = (like: string): string => {
+  const cost = Number(/^\$2[abxy]?\$(\d\d)\$/.exec(like)?.[1] ?? 10)
+  // Capped so a config load never spends seconds here; a cost above 12 is rare.
+  return bcrypt.hashSync(randomUUID(), Math.min(Math.max(cost, 4), 12))
 }

@@ -46,3 +46,21 @@ describe("basicAuth with bcrypt entries", () => {
     expect(compare).toHaveBeenCalledTimes(2)
   })
 })
+
+describe("basicAuth with an unknown user", () => {
+  it("runs a bcrypt check like a known user would (no timing oracle), and remembers the failure", async () => {
+    const statuses = await Effect.runPromise(
+      Effect.gen(function*() {
+        const { send, close } = yield* exchange(BasicAuth.policy, { htpasswd: `bob:${HASH}`, mode: "strict" })
+        const compare = vi.spyOn(bcrypt, "compare")
+        const basic = (user: string) => request({ headers: { authorization: `Basic ${Buffer.from(`${user}:pw`).toString("base64")}` } })
+        const out: Array<number> = []
+        for (const user of ["mallory", "mallory"]) out.push((yield* send(basic(user))).response.status)
+        expect(compare).toHaveBeenCalledTimes(1)
+        yield* close
+        return out
+      })
+    )
+    expect(statuses).toEqual([401, 401])
+  })
+})
