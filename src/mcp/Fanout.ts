@@ -16,7 +16,7 @@ import { allowAll, type Authorizer, type ItemKind } from "./Hooks.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import type { Session } from "./Session.ts"
-import { type CallContext, type Upstream, UpstreamError } from "./Upstream.ts"
+import { type CallContext, clientMessage, logFailure, type Upstream, UpstreamError } from "./Upstream.ts"
 
 /** Pages of a target's list read to resolve an unprefixed name (`prefixMode: never`). */
 export const MAX_LIST_PAGES = 64
@@ -44,8 +44,8 @@ const fail = (id: McpSchema.Id, status: number, code: number, message: string): 
   response: McpSchema.errorResponse(id, code, message),
   status
 })
-const upstreamFailure = (id: McpSchema.Id, e: UpstreamError): Outcome =>
-  fail(id, 500, McpSchema.ErrorCode.InternalError, `failed to send message: ${e.target}: ${e.message}`)
+const upstreamFailure = (id: McpSchema.Id, e: UpstreamError): Effect.Effect<Outcome> =>
+  Effect.as(logFailure(e), fail(id, 500, McpSchema.ErrorCode.InternalError, clientMessage(e)))
 
 const INSTRUCTIONS_PREAMBLE =
   "This server is a gateway to a set of mcp servers. It is responsible for routing requests to the correct server and aggregating the results."
@@ -125,7 +125,7 @@ export const initialize = (
         instructions
       })
     }),
-    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+    Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
   )
 }
 
@@ -184,7 +184,7 @@ const list = (session: Session, options: Options, request: McpSchema.Request, sp
       const base = McpSchema.isRecord(single) ? single : {}
       return ok(request.id, { ...base, [spec.key]: unique })
     }),
-    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+    Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
   )
 
 const unknownItem = (id: McpSchema.Id, kind: ItemKind, name: string) =>
@@ -252,7 +252,7 @@ const relay = (
       response: r.error !== undefined ? McpSchema.errorResponse(request.id, r.error.code, r.error.message, r.error.data) : McpSchema.resultResponse(request.id, rewrite(r.result)),
       status: 200
     })),
-    Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+    Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
   )
 
 const routeByUri = (
@@ -318,7 +318,7 @@ export const handle = (session: Session, options: Options, request: McpSchema.Re
     case "logging/setLevel":
       return fanOut(session, options, call, (u) => Effect.flatMap(u.request(method, request.params, call.context), (r) => resultOf(u.target, r))).pipe(
         Effect.map(() => ok(request.id, {})),
-        Effect.catch((e: UpstreamError) => Effect.succeed(upstreamFailure(request.id, e)))
+        Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
       )
     default: {
       // Methods the gateway does not federate (tasks/*, extensions) reach a single target as they are.

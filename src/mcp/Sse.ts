@@ -26,6 +26,7 @@ import * as Naming from "./Naming.ts"
 import { parseRelayId, type Session } from "./Session.ts"
 import type { SessionState } from "./SessionSealer.ts"
 import { type Backend, callContext, connectSession } from "./StreamableHttp.ts"
+import { clientMessage, logFailure } from "./Upstream.ts"
 
 /** The path that selects this frontend (anything else is Streamable HTTP). */
 export const SSE_PATH = "/sse"
@@ -68,7 +69,7 @@ export const handler = (backend: Backend): Handler => {
     return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false)), (opened) => {
       if (opened._tag === "Failure") {
         const e = opened.failure
-        return Effect.succeed(json(500, McpSchema.errorResponse(null, McpSchema.ErrorCode.InternalError, `failed to send message: ${e.target}: ${e.message}`)))
+        return Effect.as(logFailure(e), json(500, McpSchema.errorResponse(null, McpSchema.ErrorCode.InternalError, clientMessage(e))))
       }
       const session = opened.success
       const stream = new SseBody()

@@ -27,7 +27,7 @@ import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import { parseRelayId, Session, type SessionStore } from "./Session.ts"
 import type { SessionSealer, SessionState } from "./SessionSealer.ts"
-import type { CallContext, Connect, Upstream, UpstreamError } from "./Upstream.ts"
+import { type CallContext, clientMessage, type Connect, logFailure, type Upstream, type UpstreamError } from "./Upstream.ts"
 
 export interface Backend {
   /** The backend's name: sessions are valid on this backend only. */
@@ -159,7 +159,7 @@ export const handler = (backend: Backend): Handler => {
       Effect.result(openSession(draft, "", false)),
       (opened) => {
         if (opened._tag === "Failure") {
-          return Effect.succeed(rpcError(500, request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${opened.failure.target}: ${opened.failure.message}`))
+          return Effect.as(logFailure(opened.failure), rpcError(500, request.id, McpSchema.ErrorCode.InternalError, clientMessage(opened.failure)))
         }
         const session = opened.success
         // Stateless: the session lives for this request only.
@@ -260,7 +260,7 @@ export const handler = (backend: Backend): Handler => {
     }
     return Effect.flatMap(Effect.result(openSession(state, "", false)), (opened) => {
       if (opened._tag === "Failure") {
-        return Effect.succeed(rpcError(500, request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${opened.failure.target}: ${opened.failure.message}`))
+        return Effect.as(logFailure(opened.failure), rpcError(500, request.id, McpSchema.ErrorCode.InternalError, clientMessage(opened.failure)))
       }
       const session = opened.success
       const prepare = Effect.forEach([...session.upstreams.values()], (u: Upstream) =>
@@ -268,10 +268,10 @@ export const handler = (backend: Backend): Handler => {
       return streamed((stream) =>
         prepare.pipe(
           Effect.flatMap(() => Fanout.handle(session, backend.options, request, { request: ctx, context, stream })),
-          Effect.catch((e: UpstreamError) => Effect.succeed<Fanout.Outcome>({
-            response: McpSchema.errorResponse(request.id, McpSchema.ErrorCode.InternalError, `failed to send message: ${e.target}: ${e.message}`),
+          Effect.catch((e: UpstreamError) => Effect.as(logFailure(e), {
+            response: McpSchema.errorResponse(request.id, McpSchema.ErrorCode.InternalError, clientMessage(e)),
             status: 500
-          })),
+          } satisfies Fanout.Outcome)),
           Effect.ensuring(session.close())
         )
       )

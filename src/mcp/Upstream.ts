@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Headers from "../shared/headers.ts"
 import type * as McpSchema from "./McpSchema.ts"
@@ -15,11 +15,25 @@ import type * as McpSchema from "./McpSchema.ts"
 /** A failure talking to one target; surfaces as JSON-RPC -32603 with `message`. */
 export class UpstreamError extends Data.TaggedError("UpstreamError")<{
   readonly target: string
+  /** What the client may be told: text the gateway wrote, never a library's or a peer's. */
   readonly message: string
   /** An HTTP status the upstream answered with, relayed as is (§2.4 "Errors"). */
   readonly status?: number | undefined
   readonly body?: string | undefined
+  /** The underlying cause (socket errors name internal addresses): for the gateway's log only. */
+  readonly detail?: string | undefined
 }> {}
+
+/** What the client's JSON-RPC error says about a failed target (security.md: no upstream internals). */
+export const clientMessage = (e: UpstreamError): string => `failed to send message: ${e.target}: ${e.message}`
+
+/** Logs a failed target with its cause, which the client never sees. */
+export const logFailure = (e: UpstreamError): Effect.Effect<void> =>
+  Effect.logWarning(`MCP target ${e.target}: ${e.message}${e.detail === undefined ? "" : `: ${e.detail}`}`)
+
+/** A connection-level failure: a fixed message for the client, the cause kept for the log. */
+export const connectionFailed = (target: string, cause: unknown): UpstreamError =>
+  new UpstreamError({ target, message: "upstream connection failed", detail: cause instanceof Error ? cause.message : String(cause) })
 
 /** What a call carries besides the message. */
 export interface CallContext {

@@ -15,7 +15,7 @@ import type * as Ir from "../../ir/Ir.ts"
 import { HOP_BY_HOP } from "../../shared/headers.ts"
 import { VERSION } from "../../Version.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Upstream, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as OpenApi from "./OpenApi.ts"
 import * as Undici from "../../backends/Undici.ts"
 
@@ -45,7 +45,7 @@ const send = (
       const declared = Number(res.headers["content-length"])
       if (Number.isFinite(declared) && declared > OpenApi.maxResponseBytes) {
         res.body.destroy()
-        throw new Error(`response body larger than ${OpenApi.maxResponseBytes} bytes`)
+        throw new UpstreamError({ target, message: `response body larger than ${OpenApi.maxResponseBytes} bytes` })
       }
       const chunks: Array<Buffer> = []
       let size = 0
@@ -54,14 +54,14 @@ const send = (
         size += bytes.length
         if (size > OpenApi.maxResponseBytes) {
           res.body.destroy()
-          throw new Error(`response body larger than ${OpenApi.maxResponseBytes} bytes`)
+          throw new UpstreamError({ target, message: `response body larger than ${OpenApi.maxResponseBytes} bytes` })
         }
         chunks.push(bytes)
       }
       const type = res.headers["content-type"]
       return { status: res.statusCode, contentType: Array.isArray(type) ? type[0] : type, body: Buffer.concat(chunks) }
     },
-    catch: (cause) => new UpstreamError({ target, message: cause instanceof Error ? cause.message : String(cause) })
+    catch: (cause) => (cause instanceof UpstreamError ? cause : connectionFailed(target, cause))
   })
 }
 

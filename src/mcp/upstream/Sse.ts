@@ -18,7 +18,7 @@ import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
 import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** How long connecting waits for the `endpoint` event after the stream opened. */
@@ -101,7 +101,7 @@ class SseConnection implements Upstream {
           }
           this.read(res.body)
         },
-        (cause: unknown) => settle(this.error(cause instanceof Error ? cause.message : String(cause)))
+        (cause: unknown) => settle(connectionFailed(this.target, cause))
       )
       return Effect.sync(() => {
         if (done) return
@@ -140,7 +140,7 @@ class SseConnection implements Upstream {
       }
     )
     body.on("end", () => this.end("upstream stream ended"))
-    body.on("error", (e) => this.end(e.message))
+    body.on("error", () => this.end("upstream stream failed"))
   }
 
   private end(reason: string): void {
@@ -179,7 +179,7 @@ class SseConnection implements Upstream {
           res.body.on("end", fail)
           res.body.on("error", fail)
         },
-        (cause: unknown) => resume(Effect.fail(this.error(cause instanceof Error ? cause.message : String(cause))))
+        (cause: unknown) => resume(Effect.fail(connectionFailed(this.target, cause)))
       )
       return Effect.sync(() => abort.abort())
     })

@@ -16,7 +16,7 @@ import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { MAX_MESSAGE_BYTES } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Inbound, type Upstream, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** Most of an error body kept for the log. */
@@ -129,7 +129,7 @@ class HttpConnection implements Upstream {
             else finish(Effect.fail(this.error("invalid response from upstream")))
           })
         },
-        (cause: unknown) => finish(Effect.fail(this.error(cause instanceof Error ? cause.message : String(cause))))
+        (cause: unknown) => finish(Effect.fail(connectionFailed(this.target, cause)))
       )
       return Effect.sync(() => {
         done = true
@@ -146,7 +146,7 @@ class HttpConnection implements Upstream {
     // Lazily: `end` follows every answered stream too, and an eager error would build a stack
     // trace per call (≈ 3 % of the gateway's CPU per tools/call in bench/mcp).
     body.on("end", () => finish(Effect.suspend(() => Effect.fail(this.error("upstream stream ended without a response")))))
-    body.on("error", (e) => finish(Effect.fail(this.error(e.message))))
+    body.on("error", (e) => finish(Effect.fail(connectionFailed(this.target, e))))
   }
 
   readonly request = (method: string, params: Record<string, unknown> | undefined, call: CallContext) =>
