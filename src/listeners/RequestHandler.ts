@@ -138,7 +138,7 @@ const reject = (
   const seconds = (performance.now() - startTime) / 1000
   const method = req.method ?? ""
   env.metrics.record(
-    { backend: "", protocol: "http", method, status: String(status), reason: "InvalidRequest", bind: `bind/${port}`, gateway: "", listener: "", route: "", route_rule: "" },
+    { backend: "", protocol: "http", method, status: String(status), reason: "InvalidRequest", bind: bindLabel(port), gateway: "", listener: "", route: "", route_rule: "" },
     seconds
   )
   env.accessLog().log(REJECTED_FIELDS, [
@@ -172,7 +172,10 @@ const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequ
   body.pipeTo(res)
 }
 
+const bindLabel = (port: number) => `bind/${port}`
+
 export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
+  const bindName = bindLabel(port)
   const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
     // The request's context is the process context plus this request: one map copy, and no
     // wrapper effect around the handler.
@@ -211,7 +214,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     )
     ctx.hasBody = read.hasBody
     const bind = env.bind(port)
-    ctx.bind = `bind/${port}`
+    ctx.bind = bindName
     let listener: CompiledListener | undefined
     if (bind !== undefined) {
       listener = bind.listeners.find(ctx.host)
@@ -293,7 +296,7 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
       bind: ctx.bind,
       gateway: ctx.gateway,
       listener: ctx.listener,
-      route: route === undefined ? "" : `${route.namespace}/${route.name}`,
+      route: route?.label ?? "",
       route_rule: route?.ruleName ?? ""
     },
     seconds
@@ -306,7 +309,7 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ctx.gateway,
     ctx.listener,
     route?.ruleName,
-    route === undefined ? undefined : `${route.namespace}/${route.name}`,
+    route?.label,
     ctx.endpoint,
     sourceAddr(ctx.sourceAddress, ctx.sourcePort),
     ctx.method,

@@ -146,7 +146,7 @@ export class RequestTrace {
 /** `"{METHOD} {path match}"`, upstream's server span name; just the method when no route matched. */
 export const spanName = (method: string, pathMatch: string | undefined) => (pathMatch === undefined ? method : `${method} ${pathMatch}`)
 
-const routeName = (ctx: ProxyRequest) => (ctx.route === undefined ? undefined : `${ctx.route.namespace}/${ctx.route.name}`)
+const routeName = (ctx: ProxyRequest) => ctx.route?.label
 
 const push = (attributes: Attributes, key: string, value: AttributeValue | undefined) => {
   if (value !== undefined && value !== "") attributes.push([key, value])

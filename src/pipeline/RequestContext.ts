@@ -22,6 +22,8 @@ export interface RouteInfo {
   readonly name: string
   readonly namespace: string
   readonly ruleName: string | undefined
+  /** `<namespace>/<name>`, as logs, metrics and traces label the route (built once per snapshot). */
+  readonly label: string
 }
 
 /** Where a request was addressed before a policy rewrote it. */

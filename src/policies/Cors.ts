@@ -28,21 +28,21 @@ export const Config = Schema.Struct({
 }).annotate({ description: "Cross-origin resource sharing settings." })
 export type Config = typeof Config.Type
 
-type OriginMatcher = (origin: string) => boolean
+/** Takes the origin already lower-cased (once per request, not once per pattern). */
+type OriginMatcher = (lowerOrigin: string) => boolean
 
 const originMatcher = (pattern: string): OriginMatcher => {
   if (pattern === "*") return () => true
   const wildcard = /^([a-z][a-z0-9+.-]*):\/\/\*\.(.+)$/i.exec(pattern)
   if (wildcard === null) {
     const exact = pattern.toLowerCase()
-    return (origin) => origin.toLowerCase() === exact
+    return (lower) => lower === exact
   }
   // `https://*.example.com[:port]`: same scheme and port, any sub-domain depth.
   const scheme = wildcard[1]!.toLowerCase()
   const suffix = `.${wildcard[2]!.toLowerCase()}`
-  return (origin) => {
-    const lower = origin.toLowerCase()
-    const prefix = `${scheme}://`
+  const prefix = `${scheme}://`
+  return (lower) => {
     if (!lower.startsWith(prefix)) return false
     const authority = lower.slice(prefix.length)
     return authority.endsWith(suffix) && authority.length > suffix.length && !authority.slice(0, -suffix.length).includes("/")
@@ -66,7 +66,10 @@ export const compile = (config: Config): Compiled => {
   const headers = config.allowHeaders ?? []
   const expose = config.exposeHeaders ?? []
   return {
-    allows: (origin) => matchers.some((m) => m(origin)),
+    allows: (origin) => {
+      const lower = origin.toLowerCase()
+      return matchers.some((m) => m(lower))
+    },
     allowCredentials: config.allowCredentials === true,
     anyMethod: methods.includes("*"),
     allowMethods: methods.length === 0 ? undefined : methods.join(","),

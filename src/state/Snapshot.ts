@@ -146,7 +146,7 @@ const buildRoute = (route: Ir.Route, env: BuildEnv, settings: Ir.Settings) =>
     const backends = yield* Effect.forEach(route.backends, (b) => buildBackend(b, env, settings))
     const terminal = chooseBackend(backends, route.backends.map((b) => b.weight))
     const middlewares = yield* buildMiddlewares(route.policies, PolicyOrder.routePhase, env, `${route.path}.policies`)
-    const info: RouteInfo = { key: route.key, name: route.name, namespace: route.namespace, ruleName: route.ruleName }
+    const info: RouteInfo = { key: route.key, name: route.name, namespace: route.namespace, ruleName: route.ruleName, label: `${route.namespace}/${route.name}` }
     const matches = yield* Effect.forEach(route.matches, (m, i) =>
       Effect.try({ try: () => Match.compile(m), catch: (cause) => regexError(`${route.path}.matches[${i}]`, cause) })
     )

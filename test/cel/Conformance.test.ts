@@ -29,7 +29,7 @@ const ctx = request({
 ctx.bind = "bind/3000"
 ctx.gateway = "default"
 ctx.listener = "web"
-ctx.route = { key: "default/api", name: "api", namespace: "default", ruleName: undefined }
+ctx.route = { key: "default/api", name: "api", namespace: "default", ruleName: undefined, label: "default/api" }
 ctx.backend = "/default/api/backend0"
 CelContext.attach(ctx, "jwt", Functions.fromJson({ sub: "test-user", email: "me@example.com", nested: { key: "value" }, exp: 1900000000 }))
 CelContext.attach(ctx, "mcp", { tool: { name: "echo", target: "everything" } })

@@ -120,7 +120,7 @@ describe("Tracer spans", () => {
     const ctx = request({ method: "POST", path: "/api/items" })
     ctx.gateway = "bind/3000"
     ctx.listener = "web"
-    ctx.route = { key: "r", name: "api", namespace: "default", ruleName: undefined }
+    ctx.route = { key: "r", name: "api", namespace: "default", ruleName: undefined, label: "default/api" }
     ctx.pathMatch = "/api/*"
     tracer.begin(ctx)
     const trace = ctx.trace!
