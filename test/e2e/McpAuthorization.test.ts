@@ -8,14 +8,13 @@
 import { exportJWK, generateKeyPair, SignJWT } from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
-import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { everything } from "../support/mcp/Peers.ts"
 
-const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js")
 const fixtures = path.resolve(import.meta.dirname, "../fixtures/mcp")
 const BOTH = "application/json, text/event-stream"
 

@@ -4,12 +4,11 @@
  */
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
 import { type ChildProcess, spawn } from "node:child_process"
-import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { fixture } from "../support/mcp/Peers.ts"
 
-const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
 const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 const BOTH = "application/json, text/event-stream"
 const frames = (text: string) => text.split("\n\n").filter((f) => f.startsWith("event: message\ndata: ")).map((f) => JSON.parse(f.slice("event: message\ndata: ".length)))

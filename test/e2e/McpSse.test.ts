@@ -10,30 +10,16 @@ import { LoggingMessageNotificationSchema, ToolListChangedNotificationSchema } f
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
-import { createRequire } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { alive, everything, fixture, waitFor } from "../support/mcp/Peers.ts"
 
-const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js")
-const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-sse-"))
 const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2024-11-05", capabilities: {}, clientInfo: { name: "raw", version: "0" } } }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-const waitFor = async (check: () => boolean) => {
-  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25))
-  return check()
-}
 
 const sseClient = async (url: string) => {
   const client = new Client({ name: "test", version: "1.0.0" }, { capabilities: {} })

@@ -3,12 +3,11 @@
  * `@modelcontextprotocol/server-everything` over stdio behind it.
  */
 import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js"
-import { createRequire } from "node:module"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { everything } from "../support/mcp/Peers.ts"
 
-const everything = createRequire(import.meta.url).resolve("@modelcontextprotocol/server-everything/dist/index.js")
 
 describe("MCP over stdio (server-everything)", () => {
   let gw: Running

@@ -12,23 +12,11 @@ import * as vm from "node:vm"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { alive, fixture, waitFor } from "../support/mcp/Peers.ts"
 
-const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-"))
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
 
-const waitFor = async (check: () => boolean) => {
-  for (let i = 0; i < 200 && !check(); i++) await new Promise((r) => setTimeout(r, 25))
-  return check()
-}
 
 const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
 const BOTH = "application/json, text/event-stream"

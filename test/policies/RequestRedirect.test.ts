@@ -2,27 +2,14 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import * as RequestRedirect from "../../src/policies/RequestRedirect.ts"
 import { run, upstream } from "../support/Policies.ts"
-import { request } from "../support/Requests.ts"
+import { requestForUrl } from "../support/Requests.ts"
 
 /** A request for `url`, selected by a route whose match was `matchedPrefix` (undefined: exact/regex). */
-const requestFor = (url: string, matchedPrefix: string | undefined) => {
-  const u = new URL(url)
-  const req = request({
-    scheme: u.protocol === "https:" ? "https" : "http",
-    host: u.hostname,
-    // As received: `new URL` would already drop a default port.
-    authority: url.split("/")[2]!,
-    path: u.pathname,
-    query: u.search
-  })
-  req.matchedPrefix = matchedPrefix
-  return req
-}
 
 const redirect = (config: RequestRedirect.Config, url: string, matchedPrefix: string | undefined) =>
   Effect.gen(function*() {
     const next = upstream()
-    const req = requestFor(url, matchedPrefix)
+    const req = requestForUrl(url, matchedPrefix)
     const res = yield* run(RequestRedirect.policy, config, next.handler, req)
     assert.strictEqual(next.calls.length, 0, "a redirect never calls the backend")
     assert.isTrue(req.directResponse)
@@ -91,7 +78,7 @@ describe("requestRedirect", () => {
 
   it.effect("a prefix redirect on a route matched by exact path or regex fails with 500 internal error", () =>
     Effect.gen(function*() {
-      const req = requestFor("http://test.com/exact", undefined)
+      const req = requestForUrl("http://test.com/exact", undefined)
       const exit = yield* Effect.exit(run(RequestRedirect.policy, { path: { prefix: "/v1" } }, upstream().handler, req))
       assert.isTrue(Exit.isFailure(exit))
       if (Exit.isFailure(exit)) {

@@ -3,26 +3,14 @@ import { Effect, Exit } from "effect"
 import * as RequestRedirect from "../../src/policies/RequestRedirect.ts"
 import * as UrlRewrite from "../../src/policies/UrlRewrite.ts"
 import { run, upstream } from "../support/Policies.ts"
-import { request } from "../support/Requests.ts"
+import { requestForUrl } from "../support/Requests.ts"
 
-const requestFor = (url: string, matchedPrefix: string | undefined) => {
-  const u = new URL(url)
-  const req = request({
-    scheme: u.protocol === "https:" ? "https" : "http",
-    host: u.hostname,
-    authority: url.split("/")[2]!,
-    path: u.pathname,
-    query: u.search
-  })
-  req.matchedPrefix = matchedPrefix
-  return req
-}
 
 /** Runs the rewrite and returns what the backend saw, as a URL plus the Host header. */
 const rewrite = (config: UrlRewrite.Config, url: string, matchedPrefix: string | undefined) =>
   Effect.gen(function*() {
     const next = upstream()
-    const res = yield* run(UrlRewrite.policy, config, next.handler, requestFor(url, matchedPrefix))
+    const res = yield* run(UrlRewrite.policy, config, next.handler, requestForUrl(url, matchedPrefix))
     assert.strictEqual(res.body, "upstream")
     const seen = next.calls[0]!
     return {
@@ -85,7 +73,7 @@ describe("urlRewrite", () => {
   it.effect("records the original URL once, and updates host for later policies", () =>
     Effect.gen(function*() {
       const next = upstream()
-      const req = requestFor("http://Test.com:3000/api/x?q=1", "/api")
+      const req = requestForUrl("http://Test.com:3000/api/x?q=1", "/api")
       yield* run(UrlRewrite.policy, { authority: { full: "NewHost:81" }, path: { prefix: "/v1" } }, next.handler, req)
       assert.deepStrictEqual(req.originalUrl, { authority: "Test.com:3000", host: "test.com", path: "/api/x", query: "?q=1" })
       assert.strictEqual(req.host, "newhost")
@@ -96,7 +84,7 @@ describe("urlRewrite", () => {
 
   it.effect("a prefix redirect after a prefix rewrite replaces the rewritten prefix", () =>
     Effect.gen(function*() {
-      const req = requestFor("http://test.com/api/x", "/api")
+      const req = requestForUrl("http://test.com/api/x", "/api")
       const redirect = upstream()
       const res = yield* run(
         UrlRewrite.policy,
@@ -110,7 +98,7 @@ describe("urlRewrite", () => {
   it.effect("a prefix rewrite on a route matched by exact path or regex fails (500) and forwards nothing", () =>
     Effect.gen(function*() {
       const next = upstream()
-      const exit = yield* Effect.exit(run(UrlRewrite.policy, { path: { prefix: "/v1" } }, next.handler, requestFor("http://a/exact", undefined)))
+      const exit = yield* Effect.exit(run(UrlRewrite.policy, { path: { prefix: "/v1" } }, next.handler, requestForUrl("http://a/exact", undefined)))
       assert.strictEqual(next.calls.length, 0)
       assert.isTrue(Exit.isFailure(exit))
       if (Exit.isFailure(exit)) {

@@ -26,3 +26,20 @@ export const request = (spec: RequestSpec = {}): ProxyRequest => {
   const raw = Object.create(null) as IncomingMessage
   return new ProxyRequest(raw, spec.method ?? "GET", spec.path ?? "/", spec.query ?? "", host, authority, spec.scheme ?? "http", "HTTP/1.1", headers, "127.0.0.1", 1234, 0)
 }
+
+/**
+ * A request for an absolute URL as received (authority kept verbatim: `new URL` would drop a
+ * default port), matched by a route whose path prefix was `matchedPrefix`.
+ */
+export const requestForUrl = (url: string, matchedPrefix: string | undefined): ProxyRequest => {
+  const u = new URL(url)
+  const req = request({
+    scheme: u.protocol === "https:" ? "https" : "http",
+    host: u.hostname,
+    authority: url.split("/")[2]!,
+    path: u.pathname,
+    query: u.search
+  })
+  req.matchedPrefix = matchedPrefix
+  return req
+}
