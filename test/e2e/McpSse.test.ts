@@ -4,6 +4,7 @@
  * federated; SSE targets (a small SDK server on `SSEServerTransport`) behind the Streamable
  * HTTP frontend; and the Origin / DNS-rebinding checks on both frontends over real sockets.
  */
+import * as net from "node:net"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js"
 import { LoggingMessageNotificationSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
@@ -230,11 +231,16 @@ describe("MCP SSE targets", () => {
   let gw: Running
   let port: number
   let dead: number
+  /** Accepts and at once drops every connection: a target that fails on every call, on a port no other test can take. */
+  let dropper: net.Server
   beforeAll(async () => {
     a = await startServer("sse", "alpha")
     b = await startServer("sse", "beta")
     port = await freePort()
-    dead = await freePort()
+    dropper = net.createServer((socket) => socket.destroy())
+    await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve))
+    const address = dropper.address()
+    dead = typeof address === "object" && address !== null ? address.port : 0
     gw = await startGateway(
       `
 binds:
@@ -280,6 +286,7 @@ binds:
     await gw.stop()
     a.child.kill()
     b.child.kill()
+    await new Promise<void>((resolve) => dropper.close(() => resolve()))
   })
 
   it("federates SSE targets for a Streamable HTTP client, relaying list_changed", async () => {
@@ -321,7 +328,7 @@ binds:
     const body = (await res.json()) as { id: number; error: { code: number; message: string } }
     expect(body.id).toBe(1)
     expect(body.error.code).toBe(-32603)
-    // The socket error (it names the address) stays in the gateway's log.
+    // The socket error stays in the gateway's log.
     expect(body.error.message).toBe("failed to send message: gone: upstream connection failed")
   })
 })
