@@ -2,6 +2,7 @@
  * timeout, retry, requestMirror and delay through real sockets: a scripted upstream that fails
  * on purpose, a mirror upstream, a closed port, and clients that give up early.
  */
+import * as net from "node:net"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -94,13 +95,18 @@ let echo: Upstream
 let gw: Running
 let port: number
 let closedPort: number
+/** Accepts and at once drops every connection: a backend that fails every attempt, on a port no other test can take. */
+let dropper: net.Server
 
 beforeAll(async () => {
   scripted = await startScripted()
   mirror = await startScripted()
   echo = await startUpstream()
   port = await freePort()
-  closedPort = await freePort()
+  dropper = net.createServer((socket) => socket.destroy())
+  await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve))
+  const address = dropper.address()
+  closedPort = typeof address === "object" && address !== null ? address.port : 0
   gw = await startGateway(
     `
 binds:
@@ -185,7 +191,7 @@ backends:
 })
 afterAll(async () => {
   await gw.stop()
-  await Promise.all([scripted.close(), mirror.close(), echo.close()])
+  await Promise.all([scripted.close(), mirror.close(), echo.close(), new Promise<void>((resolve) => dropper.close(() => resolve()))])
 })
 
 describe("retry", () => {
@@ -216,7 +222,7 @@ describe("retry", () => {
     expect(scripted.of("/reset/d/").map((s) => s.headers["x-retry-attempt"])).toEqual([undefined, "1"])
   })
 
-  it("a backend that refuses every connection ends in 503 upstream call failed", async () => {
+  it("a backend that drops every connection ends in 503 upstream call failed", async () => {
     const res = await fetch(gw.url(port, "/closed"))
     expect(res.status).toBe(503)
     expect(await res.text()).toBe("upstream call failed")
