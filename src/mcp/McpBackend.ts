@@ -16,7 +16,7 @@ import type { Handler } from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
 import { allowAll, type Authorizer } from "./Hooks.ts"
-import { memoryStore, type SessionStore } from "./Session.ts"
+import { MAX_SESSIONS, MAX_STDIO_SESSIONS, memoryStore, Revocations, type SessionStore, SessionSlots } from "./Session.ts"
 import * as SessionSealer from "./SessionSealer.ts"
 import * as StreamableHttp from "./StreamableHttp.ts"
 import type { Connect } from "./Upstream.ts"
@@ -33,6 +33,8 @@ export const REAP_INTERVAL_MS = 30_000
 
 /** Without a configured key, one random key per process (ids stay valid across config reloads). */
 let processKey: Buffer | undefined
+/** Ended sessions, for the whole process: ids outlive the snapshot that issued them. */
+const revocations = new Revocations()
 
 /** The snapshot settings an MCP backend reads. */
 export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & PoolSettings
@@ -44,6 +46,8 @@ export interface BuildOptions {
   readonly authorize?: Authorizer
   /** Replaces the in-memory session store. */
   readonly store?: SessionStore
+  /** Replaces the session cap (default MAX_SESSIONS, MAX_STDIO_SESSIONS with a stdio target). */
+  readonly maxSessions?: number
 }
 
 const sealerFor = (settings: McpSettings): Effect.Effect<SessionSealer.SessionSealer, ConfigError> => {
@@ -94,9 +98,11 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
         for (const session of [...store.values()]) {
           if (session.closed || (now - session.lastActive > ttl && !session.listening)) {
             store.delete(session.id)
+            revocations.revoke(session.state, SessionSealer.MAX_RESUME_AGE_MS)
             yield* session.close()
           }
         }
+        revocations.purge(now)
       })
       yield* Effect.forkIn(Effect.repeat(reap, Schedule.spaced(Math.max(1, Math.min(ttl, REAP_INTERVAL_MS)))), scope)
     }
@@ -105,6 +111,8 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       ir,
       connects,
       store,
+      slots: new SessionSlots(options.maxSessions ?? (ir.targets.some((t) => t.transport._tag === "Stdio") ? MAX_STDIO_SESSIONS : MAX_SESSIONS)),
+      revocations,
       sealer,
       options: fanout,
       scope,

@@ -111,16 +111,41 @@ const tooDeep = (value: unknown, limit: number): boolean => {
   return false
 }
 
+const NOT_JSON: unique symbol = Symbol("NOT_JSON")
+
+const decode = (text: string): unknown => {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return NOT_JSON
+  }
+}
+
 /** One JSON-RPC message from text; undefined when it is not JSON, not a message, or nested deeper than MAX_NESTING. */
 export const parse = (text: string): Classified | undefined => {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (tooDeep(value, MAX_NESTING)) return undefined
+  const value = decode(text)
+  if (value === NOT_JSON || tooDeep(value, MAX_NESTING)) return undefined
   return classify(value)
+}
+
+/**
+ * What an upstream sent that is not a usable message. `id` is set when it still looks like the
+ * answer to one of our requests (an object with an id and no method), so that request fails at
+ * once instead of waiting for an answer that was already dropped.
+ */
+export interface Invalid {
+  readonly _tag: "Invalid"
+  readonly id: Id | undefined
+}
+
+/** `parse` for upstream traffic: a refused message that answers a request is reported, not silently dropped. */
+export const parseUpstream = (text: string): Classified | Invalid => {
+  const value = decode(text)
+  const classified = value === NOT_JSON || tooDeep(value, MAX_NESTING) ? undefined : classify(value)
+  if (classified !== undefined) return classified
+  const id = field(value, "id")
+  const answers = (typeof id === "number" || typeof id === "string") && field(value, "method") === undefined
+  return { _tag: "Invalid", id: answers ? id : undefined }
 }
 
 export const ErrorCode = {

@@ -19,6 +19,68 @@ import type { Inbound, Pause, Upstream } from "./Upstream.ts"
 /** Server-initiated messages kept for a client that has no stream open yet (oldest dropped first). */
 export const BACKLOG_MAX_MESSAGES = 64
 
+/** Sessions one MCP backend holds at once (open, opening, and per-request stateless ones). */
+export const MAX_SESSIONS = 4096
+/**
+ * The same with a stdio target: every session owns a child process, so an unauthenticated
+ * initialize flood must stop long before the machine runs out of processes or memory.
+ */
+export const MAX_STDIO_SESSIONS = 256
+/** Ended session ids this process keeps refusing (oldest forgotten first). */
+export const MAX_REVOKED = 65_536
+
+/** Counts a backend's live sessions against its cap. */
+export class SessionSlots {
+  count = 0
+  readonly max: number
+  constructor(max: number) {
+    this.max = max
+  }
+
+  take(): boolean {
+    if (this.count >= this.max) return false
+    this.count++
+    return true
+  }
+
+  release(): void {
+    this.count--
+  }
+}
+
+/** A backend is at its session cap: answered 503, nothing is opened. */
+export class TooManySessions {
+  readonly _tag = "TooManySessions"
+}
+
+/**
+ * Ids of sessions ended by DELETE or idle expiry, by nonce, until they could no longer be
+ * resumed anyway (`issuedAt + MAX_RESUME_AGE_MS`), so an ended session is not reopened from
+ * its sealed id on this process. One set per process: nonces are unique and ids outlive a
+ * config reload. Other replicas learn nothing of it (that needs a shared store).
+ */
+export class Revocations {
+  private readonly until = new Map<string, number>()
+
+  revoke(state: SessionState, maxAge: number): void {
+    if (state.nonce === "") return
+    if (this.until.size >= MAX_REVOKED) {
+      const oldest = this.until.keys().next()
+      if (oldest.done !== true) this.until.delete(oldest.value)
+    }
+    this.until.set(state.nonce, state.issuedAt + maxAge)
+  }
+
+  revoked(state: SessionState): boolean {
+    return this.until.has(state.nonce)
+  }
+
+  /** Forgets revocations whose ids have aged out. */
+  purge(now: number): void {
+    for (const [nonce, until] of this.until) if (until < now) this.until.delete(nonce)
+  }
+}
+
 export interface SessionStore {
   readonly get: (id: string) => Session | undefined
   readonly set: (id: string, session: Session) => void

@@ -26,9 +26,18 @@ export interface SessionState {
   readonly upstreams: Readonly<Record<string, string | null>>
   /** Whether every target can be resumed on another replica (false with stdio targets). */
   readonly resumable: boolean
-  /** Uniqueness. */
+  /** Uniqueness; also what a revocation names (Session.Revocations). */
   readonly nonce: string
+  /** When the id was sealed (ms since the epoch): ids older than MAX_RESUME_AGE_MS are not resumed. */
+  readonly issuedAt: number
 }
+
+/**
+ * How long a sealed id can reopen its session on a replica that does not hold it. The id never
+ * changes during a session and replicas do not share activity, so this bounds the life of a
+ * stolen or abandoned id; a client whose id is refused gets 404 and re-initializes (MCP spec).
+ */
+export const MAX_RESUME_AGE_MS = 24 * 60 * 60 * 1000
 
 export interface SessionSealer {
   readonly seal: (state: SessionState) => string
@@ -69,5 +78,6 @@ const isState = (v: unknown): v is SessionState => {
   if (!isRecord(v)) return false
   const r = v
   return typeof r["backend"] === "string" && typeof r["identity"] === "string" && typeof r["protocolVersion"] === "string" &&
-    typeof r["resumable"] === "boolean" && typeof r["upstreams"] === "object" && r["upstreams"] !== null
+    typeof r["resumable"] === "boolean" && typeof r["upstreams"] === "object" && r["upstreams"] !== null &&
+    typeof r["nonce"] === "string" && typeof r["issuedAt"] === "number"
 }

@@ -24,9 +24,7 @@ import * as Fanout from "./Fanout.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import { parseRelayId, type Session } from "./Session.ts"
-import type { SessionState } from "./SessionSealer.ts"
-import { type Backend, callContext, connectSession } from "./StreamableHttp.ts"
-import { clientMessage, logFailure } from "./Upstream.ts"
+import { type Backend, callContext, connectSession, draftState, openFailed } from "./StreamableHttp.ts"
 
 /** The path that selects this frontend (anything else is Streamable HTTP). */
 export const SSE_PATH = "/sse"
@@ -57,20 +55,10 @@ export const handler = (backend: Backend): Handler => {
       return Effect.succeed(plain(406, "Not Acceptable: Client must accept text/event-stream"))
     }
     const id = crypto.randomUUID()
-    const state: SessionState = {
-      backend: backend.key,
-      identity: ctx.identity ?? "",
-      protocolVersion: McpSchema.LATEST_VERSION,
-      upstreams: {},
-      resumable: false,
-      nonce: ""
-    }
+    const state = draftState(backend, ctx.identity, McpSchema.LATEST_VERSION)
     ctx.mcp = { method: undefined, target: undefined, toolName: undefined, sessionId: id }
     return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false)), (opened) => {
-      if (opened._tag === "Failure") {
-        const e = opened.failure
-        return Effect.as(logFailure(e), json(500, McpSchema.errorResponse(null, McpSchema.ErrorCode.InternalError, clientMessage(e))))
-      }
+      if (opened._tag === "Failure") return openFailed(null, opened.failure)
       const session = opened.success
       const stream = new SseBody()
       stream.event("endpoint", `${SSE_PATH}?sessionId=${id}`)

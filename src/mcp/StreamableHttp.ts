@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
@@ -25,8 +26,8 @@ import { SseBody } from "./EventStream.ts"
 import * as Fanout from "./Fanout.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
-import { parseRelayId, Session, type SessionStore } from "./Session.ts"
-import type { SessionSealer, SessionState } from "./SessionSealer.ts"
+import { parseRelayId, type Revocations, Session, type SessionSlots, type SessionStore, TooManySessions } from "./Session.ts"
+import { MAX_RESUME_AGE_MS, type SessionSealer, type SessionState } from "./SessionSealer.ts"
 import { type CallContext, clientMessage, type Connect, logFailure, type Upstream, type UpstreamError } from "./Upstream.ts"
 
 export interface Backend {
@@ -36,6 +37,10 @@ export interface Backend {
   /** Connectors in target order. */
   readonly connects: ReadonlyArray<{ readonly target: string; readonly connect: Connect }>
   readonly store: SessionStore
+  /** The cap on live sessions (Session.MAX_SESSIONS / MAX_STDIO_SESSIONS). */
+  readonly slots: SessionSlots
+  /** Ended sessions whose sealed ids must not reopen them. */
+  readonly revocations: Revocations
   readonly sealer: SessionSealer
   readonly options: Fanout.Options
   /** Parent of every session's scope (the snapshot's). */
@@ -114,10 +119,26 @@ const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra
 const rpcError = (status: number, id: McpSchema.Id | null, code: number, message: string, data?: unknown) =>
   json(status, McpSchema.errorResponse(id, code, message, data))
 
-/** Connects every target into a fresh session scope; failOpen keeps what connected (also the legacy SSE frontend's). */
+/** The state of a session not sealed yet (and of sessions that never are: stateless, legacy SSE). */
+export const draftState = (backend: Backend, identity: string | undefined, protocolVersion: string): SessionState => ({
+  backend: backend.key,
+  identity: identity ?? "",
+  protocolVersion,
+  upstreams: {},
+  resumable: false,
+  nonce: "",
+  issuedAt: 0
+})
+
+/**
+ * Connects every target into a fresh session scope; failOpen keeps what connected (also the
+ * legacy SSE frontend's). A backend at its session cap opens nothing.
+ */
 export const connectSession = (backend: Backend, naming: Naming.Naming, state: SessionState, id: string, resume: boolean) =>
   Effect.gen(function*() {
+    if (!backend.slots.take()) return yield* Effect.fail(new TooManySessions())
     const scope = yield* Scope.fork(backend.scope, "parallel")
+    yield* Scope.addFinalizer(scope, Effect.sync(() => backend.slots.release()))
     const session = new Session(id, state, scope, naming, Date.now())
     for (const { target, connect } of backend.connects) {
       const token = resume ? state.upstreams[target] : undefined
@@ -130,6 +151,12 @@ export const connectSession = (backend: Backend, naming: Naming.Naming, state: S
     }
     return session
   })
+
+/** The answer to a request whose session could not be opened: 503 at the cap, else 500 naming the target. */
+export const openFailed = (id: McpSchema.Id | null, failure: UpstreamError | TooManySessions): Effect.Effect<ProxyResponse> =>
+  failure._tag === "TooManySessions"
+    ? Effect.as(Effect.logWarning("MCP session limit reached: refusing a new session"), rpcError(503, id, McpSchema.ErrorCode.InternalError, "too many MCP sessions"))
+    : Effect.as(logFailure(failure), rpcError(500, id, McpSchema.ErrorCode.InternalError, clientMessage(failure)))
 
 export const handler = (backend: Backend): Handler => {
   const naming = Naming.make(backend.connects.map((c) => c.target), backend.ir.prefixMode)
@@ -146,21 +173,19 @@ export const handler = (backend: Backend): Handler => {
       if (token === undefined) resumable = false
       upstreams[target] = token ?? null
     }
-    return { backend: backend.key, identity, protocolVersion, upstreams, resumable, nonce: crypto.randomUUID() }
+    return { backend: backend.key, identity, protocolVersion, upstreams, resumable, nonce: crypto.randomUUID(), issuedAt: Date.now() }
   }
 
   const initialize = (ctx: ProxyRequest, request: McpSchema.Request, headerVersion: string | undefined): Handler => {
     const requested = McpSchema.field(request.params, "protocolVersion")
     const version = typeof requested === "string" && McpSchema.KNOWN_VERSIONS.includes(requested) ? requested : McpSchema.LATEST_VERSION
     const identity = ctx.identity ?? ""
-    const draft: SessionState = { backend: backend.key, identity, protocolVersion: version, upstreams: {}, resumable: false, nonce: "" }
+    const draft = draftState(backend, identity, version)
     const context = callContext(ctx, headerVersion)
     return Effect.flatMap(
       Effect.result(openSession(draft, "", false)),
       (opened) => {
-        if (opened._tag === "Failure") {
-          return Effect.as(logFailure(opened.failure), rpcError(500, request.id, McpSchema.ErrorCode.InternalError, clientMessage(opened.failure)))
-        }
+        if (opened._tag === "Failure") return openFailed(request.id, opened.failure)
         const session = opened.success
         // Stateless: the session lives for this request only.
         const run = (stream: SseBody) =>
@@ -195,8 +220,11 @@ export const handler = (backend: Backend): Handler => {
     )
   }
 
+  /** Resumes in progress by id: a second request with the same id waits for the first instead of opening twice. */
+  const resuming = new Map<string, Deferred.Deferred<Session | 404 | 503>>()
+
   /** The session an id names on this backend for this caller, reopened from its sealed state if needed. */
-  const lookup = (ctx: ProxyRequest, id: string): Effect.Effect<Session | 400 | 404> => {
+  const lookup = (ctx: ProxyRequest, id: string): Effect.Effect<Session | 400 | 404 | 503> => {
     if (!VISIBLE_ASCII.test(id)) return Effect.succeed(400)
     const identity = ctx.identity ?? ""
     const found = backend.store.get(id)
@@ -208,14 +236,25 @@ export const handler = (backend: Backend): Handler => {
     }
     const state = backend.sealer.open(id)
     if (state === "invalid" || state.backend !== backend.key || state.identity !== identity || !state.resumable) return Effect.succeed(404)
+    if (Date.now() - state.issuedAt > MAX_RESUME_AGE_MS || backend.revocations.revoked(state)) return Effect.succeed(404)
     const targets = backend.connects.map((c) => c.target)
     if (targets.length !== Object.keys(state.upstreams).length || targets.some((t) => !(t in state.upstreams))) return Effect.succeed(404)
+    const pending = resuming.get(id)
+    if (pending !== undefined) return Deferred.await(pending)
+    const done = Deferred.makeUnsafe<Session | 404 | 503>()
+    resuming.set(id, done)
     return openSession(state, id, true).pipe(
-      Effect.map((session) => {
+      Effect.map((session): Session | 404 | 503 => {
         backend.store.set(id, session)
         return session
       }),
-      Effect.catch(() => Effect.succeed(404 as const))
+      Effect.catch((e) => Effect.succeed(e._tag === "TooManySessions" ? 503 as const : 404 as const)),
+      Effect.tap((found) => Deferred.succeed(done, found)),
+      // Interrupted: the waiters are told "not found" (the first completion wins, so this is a no-op otherwise).
+      Effect.ensuring(Effect.suspend(() => {
+        resuming.delete(id)
+        return Deferred.succeed(done, 404)
+      }))
     )
   }
 
@@ -225,6 +264,7 @@ export const handler = (backend: Backend): Handler => {
     return Effect.flatMap(lookup(ctx, id), (found) => {
       if (found === 400) return Effect.succeed(plain(400, "invalid session ID header"))
       if (found === 404) return Effect.succeed(plain(404, "session not found"))
+      if (found === 503) return Effect.succeed(plain(503, "too many MCP sessions"))
       if (ctx.mcp !== undefined) ctx.mcp.sessionId = id
       return use(found)
     })
@@ -251,7 +291,7 @@ export const handler = (backend: Backend): Handler => {
     if (message.message.method === "initialize") return initialize(ctx, message.message, headerVersion)
     const request = message.message
     const version = headerVersion ?? McpSchema.LATEST_VERSION
-    const state: SessionState = { backend: backend.key, identity: ctx.identity ?? "", protocolVersion: version, upstreams: {}, resumable: false, nonce: "" }
+    const state = draftState(backend, ctx.identity, version)
     const context = callContext(ctx, version)
     const init = {
       protocolVersion: version,
@@ -259,9 +299,7 @@ export const handler = (backend: Backend): Handler => {
       clientInfo: { name: "agentgateway", version: "stateless" }
     }
     return Effect.flatMap(Effect.result(openSession(state, "", false)), (opened) => {
-      if (opened._tag === "Failure") {
-        return Effect.as(logFailure(opened.failure), rpcError(500, request.id, McpSchema.ErrorCode.InternalError, clientMessage(opened.failure)))
-      }
+      if (opened._tag === "Failure") return openFailed(request.id, opened.failure)
       const session = opened.success
       const prepare = Effect.forEach([...session.upstreams.values()], (u: Upstream) =>
         Effect.flatMap(u.request("initialize", init, context), () => u.send({ jsonrpc: "2.0", method: "notifications/initialized" }, context)), { concurrency: "unbounded", discard: true })
@@ -332,8 +370,15 @@ export const handler = (backend: Backend): Handler => {
     const id = Headers.get(ctx.headers, "mcp-session-id")
     if (id === undefined) return Effect.succeed(plain(400, "session ID is required"))
     const found = backend.store.get(id)
-    if (found === undefined || found.state.identity !== (ctx.identity ?? "")) return Effect.succeed(accepted())
+    if (found === undefined) {
+      // Held by another replica (or nowhere): at least this one will not reopen it.
+      const state = backend.sealer.open(id)
+      if (state !== "invalid" && state.backend === backend.key && state.identity === (ctx.identity ?? "")) backend.revocations.revoke(state, MAX_RESUME_AGE_MS)
+      return Effect.succeed(accepted())
+    }
+    if (found.state.identity !== (ctx.identity ?? "")) return Effect.succeed(accepted())
     backend.store.delete(id)
+    backend.revocations.revoke(found.state, MAX_RESUME_AGE_MS)
     return Effect.as(found.close(), accepted())
   }
 

@@ -3,22 +3,15 @@
  * session resume on a second gateway holding the same key, and stateless mode.
  */
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
-import { fixture } from "../support/mcp/Peers.ts"
+import { startFixture } from "../support/mcp/Peers.ts"
 
 const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 const BOTH = "application/json, text/event-stream"
 const frames = (text: string) => text.split("\n\n").filter((f) => f.startsWith("event: message\ndata: ")).map((f) => JSON.parse(f.slice("event: message\ndata: ".length)))
-
-const startServer = async (name: string): Promise<{ port: number; child: ChildProcess }> => {
-  const port = await freePort()
-  const child = spawn(process.execPath, [fixture, "http", String(port)], { env: { ...process.env, FIXTURE_NAME: name }, stdio: ["ignore", "pipe", "inherit"] })
-  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()))
-  return { port, child }
-}
 
 /** The gateways form: backend names carry no port, so two in-process replicas name the backend alike. */
 const config = (a: number, b: number) => `
@@ -54,8 +47,8 @@ describe("MCP Streamable HTTP targets", () => {
   let port1: number
   let port2: number
   beforeAll(async () => {
-    a = await startServer("alpha")
-    b = await startServer("beta")
+    a = await startFixture("http", "alpha")
+    b = await startFixture("http", "beta")
     port1 = await freePort()
     port2 = await freePort()
     gw1 = await startGateway(config(a.port, b.port), { vars: { PORT: port1, KEY } })

@@ -8,7 +8,7 @@ import * as net from "node:net"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js"
 import { LoggingMessageNotificationSchema, ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
@@ -16,7 +16,7 @@ import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
-import { alive, everything, fixture, waitFor } from "../support/mcp/Peers.ts"
+import { alive, everything, fixture, startFixture, waitFor } from "../support/mcp/Peers.ts"
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-sse-"))
 const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2024-11-05", capabilities: {}, clientInfo: { name: "raw", version: "0" } } }
@@ -94,13 +94,6 @@ const rawPost = (port: number, pathname: string, headers: Record<string, string 
     req.on("error", reject)
     req.end(JSON.stringify(body))
   })
-
-const startServer = async (mode: "sse" | "http", name: string): Promise<{ port: number; child: ChildProcess }> => {
-  const port = await freePort()
-  const child = spawn(process.execPath, [fixture, mode, String(port)], { env: { ...process.env, FIXTURE_NAME: name }, stdio: ["ignore", "pipe", "inherit"] })
-  await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()))
-  return { port, child }
-}
 
 describe("MCP legacy SSE frontend", () => {
   let gw: Running
@@ -234,8 +227,8 @@ describe("MCP SSE targets", () => {
   /** Accepts and at once drops every connection: a target that fails on every call, on a port no other test can take. */
   let dropper: net.Server
   beforeAll(async () => {
-    a = await startServer("sse", "alpha")
-    b = await startServer("sse", "beta")
+    a = await startFixture("sse", "alpha")
+    b = await startFixture("sse", "beta")
     port = await freePort()
     dropper = net.createServer((socket) => socket.destroy())
     await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve))

@@ -4,7 +4,6 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import * as path from "node:path"
 import { UpstreamPools } from "../../src/backends/Pools.ts"
 import type * as Ir from "../../src/ir/Ir.ts"
 import * as McpBackend from "../../src/mcp/McpBackend.ts"
@@ -13,9 +12,9 @@ import * as SessionSealer from "../../src/mcp/SessionSealer.ts"
 import type { BodySink } from "../../src/pipeline/ProxyResponse.ts"
 import * as RequestBody from "../../src/pipeline/RequestBody.ts"
 import { RequestContext } from "../../src/pipeline/RequestContext.ts"
+import { fixture, startFixture } from "../support/mcp/Peers.ts"
 import { request } from "../support/Requests.ts"
 
-const fixture = path.resolve(import.meta.dirname, "../support/mcp/FixtureServer.ts")
 
 const backend: Ir.McpBackend = {
   _tag: "Mcp",
@@ -82,6 +81,76 @@ describe("MCP sessions", () => {
       // The binding is inside the sealed id: another replica refuses it too.
       const state = SessionSealer.make(Buffer.from(key, "hex")).open(id)
       assert.strictEqual(state === "invalid" ? "invalid" : state.identity, "iss|alice")
+    }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
+})
+
+const init = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
+const ping = { jsonrpc: "2.0", id: 2, method: "ping" }
+const remove = (session: string) => request({ method: "DELETE", path: "/mcp", headers: { "mcp-session-id": session } })
+/** A sealed id as another replica would have issued it for this backend (resumable, no upstream session ids). */
+const foreignId = (issuedAt: number, nonce: string) =>
+  SessionSealer.make(Buffer.from(key, "hex")).seal({
+    backend: "/b",
+    identity: "",
+    protocolVersion: "2025-06-18",
+    upstreams: { fx: null },
+    resumable: true,
+    nonce,
+    issuedAt
+  })
+
+describe("MCP session limits", () => {
+  it.live("a backend at its session cap answers 503 and opens nothing; an ended session frees its slot", () =>
+    Effect.gen(function*() {
+      const handler = yield* McpBackend.build("/b", backend, { settings, maxBodyBytes: 1 << 20, maxSessions: 1 })
+      const first = yield* Effect.provideService(handler, RequestContext, post(init, undefined))
+      assert.strictEqual(first.status, 200)
+      yield* Effect.promise(() => collect(first.body))
+      const refused = yield* Effect.provideService(handler, RequestContext, post(init, undefined))
+      assert.strictEqual(refused.status, 503)
+      assert.deepStrictEqual(JSON.parse(yield* Effect.promise(() => collect(refused.body))), {
+        jsonrpc: "2.0",
+        id: 1,
+        error: { code: -32603, message: "too many MCP sessions" }
+      })
+      const ended = yield* Effect.provideService(handler, RequestContext, remove(String(first.headers["mcp-session-id"])))
+      assert.strictEqual(ended.status, 202)
+      const again = yield* Effect.provideService(handler, RequestContext, post(init, undefined))
+      assert.strictEqual(again.status, 200)
+      yield* Effect.promise(() => collect(again.body))
+    }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
+
+  it.live("a sealed id reopens its session until it is deleted or too old", () =>
+    Effect.gen(function*() {
+      const handler = yield* McpBackend.build("/b", backend, { settings, maxBodyBytes: 1 << 20 })
+      const id = foreignId(Date.now(), crypto.randomUUID())
+      const resumed = yield* Effect.provideService(handler, RequestContext, post(ping, undefined, id))
+      assert.strictEqual(resumed.status, 200)
+      assert.include(yield* Effect.promise(() => collect(resumed.body)), `"result":{}`)
+      assert.strictEqual((yield* Effect.provideService(handler, RequestContext, remove(id))).status, 202)
+      // Deleted: the id no longer reopens anything on this process.
+      assert.strictEqual((yield* Effect.provideService(handler, RequestContext, post(ping, undefined, id))).status, 404)
+      // Deleted where it was never open (another replica's): refused from then on, too.
+      const elsewhere = foreignId(Date.now(), crypto.randomUUID())
+      assert.strictEqual((yield* Effect.provideService(handler, RequestContext, remove(elsewhere))).status, 202)
+      assert.strictEqual((yield* Effect.provideService(handler, RequestContext, post(ping, undefined, elsewhere))).status, 404)
+      const stale = foreignId(Date.now() - SessionSealer.MAX_RESUME_AGE_MS - 1000, crypto.randomUUID())
+      assert.strictEqual((yield* Effect.provideService(handler, RequestContext, post(ping, undefined, stale))).status, 404)
+    }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
+
+  it.live("concurrent requests resuming one id open one session", () =>
+    Effect.gen(function*() {
+      // An SSE target connects asynchronously (it waits for the `endpoint` event), so both requests are in flight at once.
+      const sse = yield* Effect.acquireRelease(Effect.promise(() => startFixture("sse", "s")), (f) => Effect.sync(() => f.child.kill()))
+      const viaSse: Ir.McpBackend = {
+        ...backend,
+        targets: [{ name: "fx", path: "t", transport: { _tag: "Sse", target: { _tag: "Host", host: "127.0.0.1", port: sse.port, isHostname: false }, path: "/sse" } }]
+      }
+      // With room for one session, a second opening would be refused with 503.
+      const handler = yield* McpBackend.build("/b", viaSse, { settings, maxBodyBytes: 1 << 20, maxSessions: 1 })
+      const id = foreignId(Date.now(), crypto.randomUUID())
+      const both = yield* Effect.all([0, 1].map(() => Effect.provideService(handler, RequestContext, post(ping, undefined, id))), { concurrency: "unbounded" })
+      assert.deepStrictEqual(both.map((r) => r.status), [200, 200])
     }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
 })
 

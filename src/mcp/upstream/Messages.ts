@@ -2,7 +2,8 @@
  * The `message` events of an upstream SSE body, shared by the Streamable HTTP and SSE target
  * clients: responses go to `onResponse`; server notifications and server→client requests go to
  * the session's `Inbound`, and the body is paused while the session applies backpressure; a
- * framing error destroys the body and is reported once to `onError`. Events other than
+ * framing error destroys the body and is reported once to `onError`. A refused message that
+ * answers a request (too deep, not JSON-RPC) goes to `onInvalid` with its id. Events other than
  * `message` (the legacy transport's `endpoint`) go to `onOther`.
  *
  * @since 0.1.0
@@ -17,12 +18,13 @@ export const read = (
   inbound: Inbound,
   onResponse: (response: McpSchema.Response) => void,
   onError: (message: string) => void,
+  onInvalid: (id: McpSchema.Id) => void,
   onOther?: (event: SseEvent) => void
 ): void => {
   const parser = new SseParser((event) => {
     if (event.event !== "message") return onOther?.(event)
-    const parsed = McpSchema.parse(event.data)
-    if (parsed === undefined) return
+    const parsed = McpSchema.parseUpstream(event.data)
+    if (parsed._tag === "Invalid") return parsed.id === undefined ? undefined : onInvalid(parsed.id)
     if (parsed._tag === "Response") return onResponse(parsed.message)
     const pause = inbound.deliver(parsed.message)
     if (pause !== undefined && !body.isPaused()) {

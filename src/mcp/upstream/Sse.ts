@@ -125,6 +125,13 @@ class SseConnection implements Upstream {
         }
       },
       (error) => this.end(error),
+      (id) => {
+        const settle = typeof id === "number" ? this.pending.get(id) : undefined
+        if (settle !== undefined && typeof id === "number") {
+          this.pending.delete(id)
+          settle(this.error("invalid response from upstream"))
+        }
+      },
       (event) => {
         if (event.event === "endpoint") {
           let url: URL | undefined

@@ -92,8 +92,15 @@ class StdioConnection implements Upstream {
   }
 
   private onLine(line: string): void {
-    const message = McpSchema.parse(line)
-    if (message === undefined) return
+    const message = McpSchema.parseUpstream(line)
+    if (message._tag === "Invalid") {
+      const pending = typeof message.id === "number" ? this.pending.get(message.id) : undefined
+      if (pending !== undefined && typeof message.id === "number") {
+        this.pending.delete(message.id)
+        pending(new UpstreamError({ target: this.target, message: "invalid response from upstream" }))
+      }
+      return
+    }
     if (message._tag === "Response") {
       const id = message.message.id
       if (typeof id !== "number") return

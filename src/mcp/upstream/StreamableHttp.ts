@@ -142,7 +142,9 @@ class HttpConnection implements Upstream {
   private readStream(body: Readable, id: number | undefined, finish: (e: Effect.Effect<McpSchema.Response | undefined, UpstreamError>) => void) {
     Messages.read(body, this.inbound, (response) => {
       if (response.id === id) finish(Effect.succeed(response))
-    }, (error) => finish(Effect.fail(this.error(error))))
+    }, (error) => finish(Effect.fail(this.error(error))), (invalid) => {
+      if (invalid === id) finish(Effect.fail(this.error("invalid response from upstream")))
+    })
     // Lazily: `end` follows every answered stream too, and an eager error would build a stack
     // trace per call (≈ 3 % of the gateway's CPU per tools/call in bench/mcp).
     body.on("end", () => finish(Effect.suspend(() => Effect.fail(this.error("upstream stream ended without a response")))))

@@ -5,6 +5,7 @@
  *   pid                      → the server's pid
  *   add-tool {name}          → registers a tool (list_changed follows)
  *   flood {bytes, chunk}     → sends `bytes` of log notifications, then answers "done"
+ *   deep {depth}             → (not listed) a result nested `depth` levels, deeper than a gateway accepts
  * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start.
  */
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
@@ -43,6 +44,11 @@ const makeServer = () => {
           await ctx.sendNotification({ method: "notifications/message", params: { level: "info", data: chunk } })
         }
         return { content: [{ type: "text", text: "done" }] }
+      }
+      case "deep": {
+        let nested: unknown = {}
+        for (let i = 0; i < Number(args["depth"]); i++) nested = { n: nested }
+        return { content: [{ type: "text", text: "deep" }], structuredContent: { n: nested } }
       }
       default:
         return { content: [{ type: "text", text: `${name}: ${req.params.name}` }] }
