@@ -10,6 +10,7 @@
 import { type ASTNode, type Environment, EvaluationError } from "@marcbachmann/cel-js"
 import { createHash, randomUUID } from "node:crypto"
 import * as net from "node:net"
+import * as LinearRegex from "../shared/LinearRegex.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Values: conversions between JSON and CEL (ints are BigInt, bytes are Uint8Array)
@@ -419,7 +420,7 @@ const compileRegex = (pattern: string): RegExp => {
   let re = regexCache.get(pattern)
   if (re === undefined) {
     try {
-      re = new RegExp(pattern, "u")
+      re = LinearRegex.compile(pattern)
     } catch {
       return fail(`'${pattern}' not a valid regex`)
     }

@@ -8,6 +8,7 @@
  */
 import type { RouteMatch } from "../config/LocalConfig.ts"
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as LinearRegex from "../shared/LinearRegex.ts"
 
 export type Predicate = (request: ProxyRequest) => boolean
 
@@ -26,7 +27,7 @@ export interface CompiledMatch {
 }
 
 /** Compiles a regex to match the whole input; an invalid pattern is the caller's config error. */
-export const fullRegex = (source: string): RegExp => new RegExp(`^(?:${source})$`)
+export const fullRegex = (source: string): RegExp => LinearRegex.compile(`^(?:${source})$`)
 
 export const prefixMatcher = (prefix: string): ((path: string) => boolean) => {
   const p = prefix.endsWith("/") ? prefix.slice(0, -1) : prefix
