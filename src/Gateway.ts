@@ -11,11 +11,13 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
+import * as crypto from "node:crypto"
 import { UpstreamPools } from "./backends/Pools.ts"
 import * as Ops from "./admin/Ops.ts"
 import { ConfigError } from "./config/ConfigError.ts"
@@ -24,9 +26,12 @@ import * as Load from "./config/Load.ts"
 import * as Normalize from "./config/Normalize.ts"
 import * as Watch from "./config/Watch.ts"
 import type * as Ir from "./ir/Ir.ts"
+import type { LocalConfig } from "./config/LocalConfig.ts"
 import { ListenerSet } from "./listeners/Listeners.ts"
 import { AccessLog } from "./observability/AccessLog.ts"
+import * as LogLevel from "./observability/LogLevel.ts"
 import { RequestMetrics } from "./observability/Metrics.ts"
+import * as Telemetry from "./observability/Telemetry.ts"
 import * as Tracing from "./observability/Tracing.ts"
 import * as Snapshot from "./state/Snapshot.ts"
 import { VERSION } from "./Version.ts"
@@ -48,13 +53,17 @@ export interface Options {
 export interface LoadedIr {
   readonly ir: Ir.Snapshot
   readonly source: Load.Source
+  /** The decoded file, for the admin API's `/api/config`. */
+  readonly config: LocalConfig
+  /** sha256 of the config text (first 12 hex digits): the admin API's config version. */
+  readonly version: string
 }
 
 /** Reads, decodes and normalises a config text; errors carry file:line:column. */
 export const loadIr = (text: string, file: string, env: Env.Lookup): Effect.Effect<LoadedIr, ConfigError> =>
   Effect.flatMap(Load.parse(text, file, env), (loaded) =>
     Normalize.normalize(loaded.config, env).pipe(
-      Effect.map((ir) => ({ ir, source: loaded.source })),
+      Effect.map((ir) => ({ ir, source: loaded.source, config: loaded.config, version: crypto.createHash("sha256").update(text).digest("hex").slice(0, 12) })),
       Effect.mapError((e) => Load.locateIssues(loaded.source, e))
     )
   )
@@ -90,11 +99,13 @@ export class Gateway extends Context.Service<Gateway, {
   /** Re-reads the source and applies it; fails (and keeps serving the old snapshot) on any error. */
   readonly reload: Effect.Effect<void, ConfigError>
   readonly ports: () => Ports
+  /** Completes when a graceful shutdown was asked for (admin `POST /quitquitquit`). */
+  readonly awaitShutdown: Effect.Effect<void>
 }>()("agw/Gateway") {
   static readonly layer = (options: Options) =>
     Layer.effect(
       Gateway,
-      Effect.gen(function*() {
+      LogLevel.withControl((logControl) => Effect.gen(function*() {
         const env = options.env ?? Env.processLookup
         const context = yield* Effect.context<never>()
         const metrics = new RequestMetrics(context)
@@ -103,22 +114,63 @@ export class Gateway extends Context.Service<Gateway, {
         const text = yield* readSource(options.source)
         const first = yield* loadIr(text, file, env)
         const firstIr = first.ir
+        const configured = LogLevel.parse(firstIr.settings.logLevel)
+        if ("level" in configured && configured.level !== undefined) logControl.level = logControl.configured = configured.level
 
-        let current: { readonly compiled: Snapshot.Compiled; readonly scope: Scope.Closeable; readonly tracer: Tracing.Tracer | undefined } | undefined
-        let accessLog = new AccessLog(firstIr.settings.logFormat, firstIr.settings.accessLogRemove, options.accessLogSink)
+        let current: {
+          readonly compiled: Snapshot.Compiled
+          readonly scope: Scope.Closeable
+          readonly tracer: Tracing.Tracer | undefined
+          readonly loaded: LoadedIr
+        } | undefined
+        let accessLog = new AccessLog(firstIr.settings.logFormat, firstIr.settings.accessLogRemove, options.accessLogSink, logControl)
         const listeners = new ListenerSet({
           current: () => current?.compiled,
           maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
           accessLog: () => accessLog,
           metrics,
           context,
-          tracer: () => current?.tracer
+          tracer: () => current?.tracer,
+          telemetry: () => current?.compiled.telemetry ?? Telemetry.none
         })
         const pools = yield* Effect.service(UpstreamPools)
+        pools.observeConnect((transport, seconds) => metrics.upstreamConnect(transport, seconds))
         const lock = yield* Semaphore.make(1)
+        const shutdown = yield* Deferred.make<void>()
 
-        const apply = ({ ir, source }: LoadedIr) =>
-          lock.withPermits(1)(
+        // What the admin API reports about loads: generation, version and the last error.
+        let generation = 0
+        let loadedAt: string | undefined
+        let lastAttemptAt: string | undefined
+        let lastError: { readonly message: string; readonly at: string } | undefined
+        let successes = 0
+        let failures = 0
+        const reloadStatus = (): Ops.ReloadStatus => ({
+          current: current === undefined || loadedAt === undefined ? null : { generation, version: current.loaded.version, loadedAt },
+          lastAttemptAt: lastAttemptAt ?? null,
+          lastError: lastError ?? null,
+          successes,
+          failures
+        })
+        const recordLoad = (error: ConfigError | undefined) => {
+          const now = Date.now()
+          const at = new Date(now).toISOString()
+          lastAttemptAt = at
+          if (error === undefined) {
+            generation++
+            successes++
+            loadedAt = at
+            lastError = undefined
+          } else {
+            failures++
+            lastError = { message: error.message, at }
+          }
+          metrics.configLoad(error === undefined, now)
+        }
+
+        const apply = (loaded: LoadedIr) => {
+          const { ir, source } = loaded
+          return lock.withPermits(1)(
             Effect.gen(function*() {
               const scope = yield* Scope.make()
               const built = yield* Snapshot.build(ir).pipe(
@@ -132,24 +184,26 @@ export class Gateway extends Context.Service<Gateway, {
               const tracing = ir.settings.tracing
               const tracer = tracing === undefined ? undefined : yield* Tracing.make(tracing, context).pipe(Scope.provide(scope))
               const previous = current
-              current = { compiled: built, scope, tracer }
-              accessLog = new AccessLog(ir.settings.logFormat, ir.settings.accessLogRemove, options.accessLogSink)
+              current = { compiled: built, scope, tracer, loaded }
+              metrics.setCustomLabels(built.telemetry.metricLabels.map((f) => f.name))
+              accessLog = new AccessLog(ir.settings.logFormat, built.telemetry.removed, options.accessLogSink, logControl)
               yield* Effect.promise(() => prepared.commit(ir.settings.terminationDeadlineMs))
               if (previous !== undefined) yield* Scope.close(previous.scope, Exit.void)
             })
           )
+        }
 
         yield* apply(first)
-        metrics.configLoad(true)
+        recordLoad(undefined)
 
         const reload = Effect.gen(function*() {
           const next = yield* readSource(options.source)
           yield* apply(yield* loadIr(next, file, env))
         }).pipe(
-          Effect.tap(() => Effect.sync(() => metrics.configLoad(true))),
+          Effect.tap(() => Effect.sync(() => recordLoad(undefined))),
           Effect.tap(() => Effect.logInfo(`config reloaded from ${file}`)),
           Effect.tapError((e) =>
-            Effect.sync(() => metrics.configLoad(false)).pipe(
+            Effect.sync(() => recordLoad(e)).pipe(
               Effect.andThen(Effect.logError(`config reload failed; the previous config keeps serving:\n${e.message}`))
             )
           )
@@ -158,13 +212,25 @@ export class Gateway extends Context.Service<Gateway, {
         const settings = firstIr.settings
         const ready = () => current !== undefined && !draining
         let draining = false
+        const requestShutdown = () => {
+          // Readiness fails at once, so load balancers stop sending before the listeners close.
+          draining = true
+          Deferred.doneUnsafe(shutdown, Exit.void)
+        }
         const admin = yield* Ops.serve("adminAddr", settings.adminAddr, {
-          "/config_dump": Ops.configDump(() => current?.compiled.ir),
+          "/config_dump": Ops.configDump(() => current?.compiled.ir, reloadStatus, VERSION),
+          "/api/config": Ops.apiConfig(() => current?.loaded.config, reloadStatus),
+          "/api/cel": Ops.cel,
+          "/cel": Ops.cel,
+          "/logging": Ops.logging(logControl, (level) => Effect.runFork(Effect.logInfo(`log level set to ${level}`).pipe(Effect.provideContext(context)))),
+          "/quitquitquit": Ops.quit(requestShutdown),
+          "/healthz/ready": Ops.readiness(ready),
           "/memory": Ops.memory
-        })
+        }, { requireLoopback: true })
+        const removedMetrics = () => current?.compiled.telemetry.removedMetrics ?? Telemetry.none.removedMetrics
         const stats = yield* Ops.serve("statsAddr", settings.statsAddr, {
-          "/metrics": Ops.metrics(context),
-          "/stats/prometheus": Ops.metrics(context)
+          "/metrics": Ops.metrics(context, removedMetrics),
+          "/stats/prometheus": Ops.metrics(context, removedMetrics)
         })
         const readiness = yield* Ops.serve("readinessAddr", settings.readinessAddr, { "/healthz/ready": Ops.readiness(ready) })
 
@@ -192,6 +258,7 @@ export class Gateway extends Context.Service<Gateway, {
         return Gateway.of({
           current: () => current?.compiled.ir,
           reload,
+          awaitShutdown: Deferred.await(shutdown),
           ports: () => ({
             data: new Map(
               [...listeners.servers].map(([configured, s]) => {
@@ -204,6 +271,6 @@ export class Gateway extends Context.Service<Gateway, {
             readiness
           })
         })
-      })
+      }))
     ).pipe(Layer.provide(UpstreamPools.layer))
 }

@@ -111,7 +111,8 @@ const releaseStartupMemory = (): void => {
   if (typeof gc === "function") gc({ type: "major", execution: "sync", flavor: "last-resort" })
 }
 
-const serve = Effect.andThen(Effect.sync(releaseStartupMemory), Effect.never)
+/** Serves until SIGTERM/SIGINT or the admin `POST /quitquitquit`; either way the layer's finalizer drains. */
+const serve = Effect.andThen(Effect.sync(releaseStartupMemory), Effect.flatMap(Effect.service(Gateway), (gateway) => gateway.awaitShutdown))
 
 NodeRuntime.runMain(serve.pipe(Effect.provide(Gateway.layer({ source }))), {
   disableErrorReporting: true,

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as tls from "node:tls"
 import type { Pool } from "undici"
+import buildConnector from "undici/lib/core/connect.js"
 import PoolClass from "undici/lib/dispatcher/pool.js"
 import type * as Ir from "../ir/Ir.ts"
 
@@ -31,14 +32,36 @@ export interface UpstreamTls {
   readonly connect: Pick<tls.ConnectionOptions, "secureContext" | "servername" | "rejectUnauthorized" | "checkServerIdentity">
 }
 
+/** Told how long each new upstream connection took to open (`tcp`, or `tls` with the handshake). */
+export type ConnectObserver = (transport: "tcp" | "tls", seconds: number) => void
+
+type Connector = ReturnType<typeof buildConnector>
+
+/** The connector, timing each connection it opens (not each request: a pooled request opens none). */
+const timed = (connector: Connector, transport: "tcp" | "tls", observer: () => ConnectObserver | undefined): Connector =>
+  (options, callback) => {
+    const start = performance.now()
+    connector(options, (error, socket) => {
+      if (error === null) {
+        observer()?.(transport, (performance.now() - start) / 1000)
+        callback(null, socket)
+      } else {
+        callback(error, null)
+      }
+    })
+  }
+
 export class UpstreamPools extends Context.Service<UpstreamPools, {
   /** The pool for a target under the given settings, over TLS when given (created on first use). */
   readonly get: (target: Ir.HostTarget, settings: PoolSettings, tls?: UpstreamTls) => Pool
+  /** Sets who hears about connection times (`agentgateway_upstream_connect_duration_seconds`). */
+  readonly observeConnect: (observer: ConnectObserver) => void
 }>()("agw/backends/UpstreamPools") {
   static readonly layer = Layer.effect(
     UpstreamPools,
     Effect.gen(function*() {
       const pools = new Map<string, Pool>()
+      let observer: ConnectObserver | undefined
       yield* Effect.addFinalizer(() =>
         Effect.promise(() => Promise.allSettled([...pools.values()].map((p) => p.destroy()))).pipe(Effect.asVoid)
       )
@@ -49,8 +72,11 @@ export class UpstreamPools extends Context.Service<UpstreamPools, {
           const key = `${origin}|${settings.connectTimeoutMs}|${settings.poolIdleTimeoutMs}|${settings.poolMaxSize ?? ""}|${settings.keepalive}|${tls?.key ?? ""}`
           let pool = pools.get(key)
           if (pool === undefined) {
+            // Built here (not by Pool from options) so each connection can be timed; h2 stays off as below.
+            const connector = buildConnector({ ...tls?.connect, allowH2: false, timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive })
+            const transport = tls === undefined ? "tcp" : "tls"
             pool = new PoolClass(origin, {
-              connect: { ...tls?.connect, timeout: settings.connectTimeoutMs, keepAlive: settings.keepalive },
+              connect: timed(connector, transport, () => observer),
               // undici offers h2 over TLS by default; the gateway speaks HTTP/1.1 to upstreams.
               allowH2: false,
               keepAliveTimeout: settings.poolIdleTimeoutMs,
@@ -63,6 +89,9 @@ export class UpstreamPools extends Context.Service<UpstreamPools, {
             pools.set(key, pool)
           }
           return pool
+        },
+        observeConnect: (o) => {
+          observer = o
         }
       })
     })

@@ -75,11 +75,17 @@ const timestampOf = (startTime: number): Date => new Date(performance.timeOrigin
 
 const bytesOfBody = (state: RequestBody.State): Uint8Array | undefined => (state._tag === "Buffered" ? state.bytes : undefined)
 
+/** Builds the header map expressions see in place of the real one (the access log's redacted view). */
+export type HeaderView = (headers: Headers.HeaderMap) => Headers.HeaderMap
+
 /** `request.*`. */
 export class RequestVars {
+  #headers: Headers.HeaderMap | undefined
   private readonly ctx: ProxyRequest
-  constructor(ctx: ProxyRequest) {
+  private readonly view: HeaderView | undefined
+  constructor(ctx: ProxyRequest, view?: HeaderView) {
     this.ctx = ctx
+    this.view = view
   }
   get method(): string {
     return this.ctx.method
@@ -105,7 +111,8 @@ export class RequestVars {
     return this.ctx.version
   }
   get headers(): Headers.HeaderMap {
-    return this.ctx.headers
+    const view = this.view
+    return view === undefined ? this.ctx.headers : (this.#headers ??= view(this.ctx.headers))
   }
   get body(): Uint8Array | undefined {
     return bytesOfBody(this.ctx.body)
@@ -142,15 +149,19 @@ const bodyOfResponse = (res: ProxyResponse): Uint8Array | undefined => {
 
 /** `response.*`. */
 export class ResponseVars {
+  #headers: Headers.HeaderMap | undefined
   private readonly res: ProxyResponse
-  constructor(res: ProxyResponse) {
+  private readonly view: HeaderView | undefined
+  constructor(res: ProxyResponse, view?: HeaderView) {
     this.res = res
+    this.view = view
   }
   get code(): bigint {
     return BigInt(this.res.status)
   }
   get headers(): Headers.HeaderMap {
-    return this.res.headers
+    const view = this.view
+    return view === undefined ? this.res.headers : (this.#headers ??= view(this.res.headers))
   }
   get body(): Uint8Array | undefined {
     return bodyOfResponse(this.res)
@@ -402,6 +413,29 @@ export class ResponseActivation extends RequestActivation {
   }
   get response(): ResponseVars {
     return (this.#response ??= new ResponseVars(this.res))
+  }
+}
+
+/**
+ * The activation of access-log fields and metric labels: the response phase's roots, with
+ * request and response headers seen through `view` (which redacts credentials), so no
+ * expression can copy a secret into a log line or a label.
+ */
+export class LogActivation extends RequestActivation {
+  #request: RequestVars | undefined
+  #response: ResponseVars | undefined
+  readonly res: ProxyResponse
+  private readonly view: HeaderView
+  constructor(ctx: ProxyRequest, res: ProxyResponse, view: HeaderView) {
+    super(ctx)
+    this.res = res
+    this.view = view
+  }
+  override get request(): RequestVars {
+    return (this.#request ??= new RequestVars(this.ctx, this.view))
+  }
+  get response(): ResponseVars {
+    return (this.#response ??= new ResponseVars(this.res, this.view))
   }
 }
 

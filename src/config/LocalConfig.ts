@@ -10,15 +10,19 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as A2a from "../policies/A2a.ts"
 import * as ApiKey from "../policies/ApiKey.ts"
 import * as Authorization from "../policies/Authorization.ts"
 import * as BasicAuth from "../policies/BasicAuth.ts"
 import * as JwtAuth from "../policies/JwtAuth.ts"
+import * as BackendAuth from "../policies/BackendAuth.ts"
+import * as McpAuthentication from "../policies/McpAuthentication.ts"
 import * as McpAuthorization from "../policies/McpAuthorization.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as Cors from "../policies/Cors.ts"
 import * as Delay from "../policies/Delay.ts"
 import * as DirectResponse from "../policies/DirectResponse.ts"
+import * as ExtAuthz from "../policies/ExtAuthz.ts"
 import * as HeaderModifier from "../policies/HeaderModifier.ts"
 import * as RequestMirror from "../policies/RequestMirror.ts"
 import * as Retry from "../policies/Retry.ts"
@@ -26,6 +30,7 @@ import * as Timeout from "../policies/Timeout.ts"
 import * as Transformations from "../policies/Transformations.ts"
 import * as Csrf from "../policies/Csrf.ts"
 import * as LocalRateLimit from "../policies/LocalRateLimit.ts"
+import * as RemoteRateLimit from "../policies/RemoteRateLimit.ts"
 import * as RequestRedirect from "../policies/RequestRedirect.ts"
 import * as UrlRewrite from "../policies/UrlRewrite.ts"
 import { DurationString, exactlyOneOf, opt, RegexString, req, unsupported } from "./Fields.ts"
@@ -78,19 +83,19 @@ const unsupportedPolicies = {
   mcpAuthorization: opt(McpAuthorization.Config, "CEL rules deciding which MCP tools, prompts and resources this route's MCP backends expose (accumulates with backend rules)."),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
   authorization: opt(Authorization.Config, "CEL authorization rules for requests on this route (403 when denied)."),
-  mcpAuthentication: unsupported("policy mcpAuthentication"),
-  a2a: unsupported("policy a2a"),
+  mcpAuthentication: opt(McpAuthentication.Config, "OAuth protected resource for MCP (RFC 9728): validates bearer JWTs (401 with `WWW-Authenticate: Bearer resource_metadata=…`) and serves the well-known metadata."),
+  a2a: opt(A2a.Config, "Marks this route's traffic as A2A: agent-card URL rewriting and A2A telemetry (copied onto every backend reference)."),
   ai: unsupported("policy ai"),
   backendTLS: opt(BackendTls.Config, "TLS to the backends of this route (copied onto every backend reference)."),
   backendTunnel: unsupported("policy backendTunnel"),
-  backendAuth: unsupported("policy backendAuth"),
+  backendAuth: opt(BackendAuth.Config, "The credential presented to this route's backends (copied onto every backend reference): key, passthrough, aws, gcp, credentials."),
   localRateLimit: opt(LocalRateLimit.Config, "Local rate limits: token buckets kept in this process; 429 when empty."),
-  remoteRateLimit: unsupported("policy remoteRateLimit"),
+  remoteRateLimit: opt(RemoteRateLimit.Config, "Rate limits decided by an Envoy rate limit service (gRPC) or by token buckets in Redis; 429 when over the limit."),
   jwtAuth: opt(JwtAuth.Config, "Authenticates requests with JWT bearer tokens (401 when rejected)."),
   oidc: unsupported("policy oidc"),
   basicAuth: opt(BasicAuth.Config, "Authenticates requests with Basic Auth credentials from an htpasswd user database (401 when rejected)."),
   apiKey: opt(ApiKey.Config, "Authenticates requests with API keys (401 when rejected)."),
-  extAuthz: unsupported("policy extAuthz"),
+  extAuthz: opt(ExtAuthz.Config, "Asks an external authorization service (Envoy ext_authz over gRPC, or HTTP) whether the request may proceed."),
   extProc: unsupported("policy extProc"),
   transformations: opt(Transformations.Config, "CEL edits of the request (before forwarding) and the response: headers, pseudo-headers, body, metadata."),
   csrf: opt(Csrf.Config, "Rejects cross-origin state-changing requests (403) unless same-origin or trusted."),
@@ -115,7 +120,7 @@ const gatewayPolicyFields = {
   oidc: unsupported("policy oidc"),
   jwtAuth: opt(JwtAuth.Config, "Authenticates requests with JWT bearer tokens, before route selection (401 when rejected)."),
   authorization: opt(Authorization.Config, "CEL authorization rules, evaluated before route selection (403 when denied)."),
-  extAuthz: unsupported("policy extAuthz"),
+  extAuthz: opt(ExtAuthz.Config, "Asks an external authorization service whether the request may proceed, before route selection."),
   extProc: unsupported("policy extProc"),
   transformations: opt(Transformations.Config, "CEL edits of the request and response, applied before route selection."),
   basicAuth: opt(BasicAuth.Config, "Authenticates requests with Basic Auth credentials, before route selection (401 when rejected)."),
@@ -134,17 +139,17 @@ export const BackendPolicies = Schema.Struct({
   responseHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of this backend's responses."),
   transformations: opt(Transformations.Config, "CEL edits of the request sent to this backend and of its responses."),
   backendTLS: opt(BackendTls.Config, "TLS used when connecting to this backend."),
-  backendAuth: unsupported("policy backendAuth"),
+  backendAuth: opt(BackendAuth.Config, "The credential presented to this backend: key, passthrough (the validated JWT), aws (SigV4), gcp, credentials."),
   http: unsupported("policy http"),
   tcp: unsupported("policy tcp"),
   backendTunnel: unsupported("policy backendTunnel"),
   requestRedirect: opt(RequestRedirect.Config, "Answers with a redirect instead of forwarding to this backend."),
   health: unsupported("policy health"),
-  extAuthz: unsupported("policy extAuthz"),
+  extAuthz: opt(ExtAuthz.Plain, "Asks an external authorization service whether the request may proceed, after this backend is selected."),
   authorization: opt(Authorization.Config, "CEL authorization rules, evaluated after this backend is selected (403 when denied)."),
   mcpAuthorization: opt(McpAuthorization.Config, "CEL rules deciding which MCP tools, prompts and resources this MCP backend exposes (accumulates with route rules)."),
   mcpGuardrails: unsupported("policy mcpGuardrails"),
-  a2a: unsupported("policy a2a"),
+  a2a: opt(A2a.Config, "Marks this backend's traffic as A2A: agent-card URL rewriting and A2A telemetry."),
   inferenceRouting: unsupported("policy inferenceRouting"),
   sessionAffinity: unsupported("policy sessionAffinity"),
   ai: unsupported("policy ai")
@@ -393,8 +398,8 @@ export type TargetedPolicy = typeof TargetedPolicy.Type
 // ---------------------------------------------------------------------------------------------
 
 export const AccessLogPolicy = Schema.Struct({
-  filter: unsupported("accessLog.filter (CEL)"),
-  add: unsupported("accessLog.add (CEL)"),
+  filter: opt(Str, "CEL expression deciding whether a request is logged (an error or a non-boolean: not logged)."),
+  add: opt(Schema.Record(Str, Str), "Fields to add, each a CEL expression (an error or null leaves the field out); a name that is also a default field replaces it."),
   remove: opt(Schema.Array(Str), "Default fields to leave out of the access log."),
   otlp: unsupported("accessLog.otlp"),
   database: unsupported("accessLog.database")
@@ -481,8 +486,14 @@ export const RawConfig = Schema.Struct({
     Schema.Struct({
       level: opt(Schema.Union([Str, Schema.Array(Str)]), "Log level, e.g. `info` or `debug`."),
       format: opt(Schema.Literals(["text", "json"]), "Access log format. Default: text."),
-      filter: unsupported("config.logging.filter"),
-      fields: unsupported("config.logging.fields"),
+      filter: opt(Str, "Deprecated upstream (use `frontendPolicies.accessLog.filter`): CEL deciding whether a request is logged."),
+      fields: opt(
+        Schema.Struct({
+          remove: opt(Schema.Array(Str), "Default fields to leave out of the access log."),
+          add: opt(Schema.Record(Str, Str), "Fields to add, each a CEL expression.")
+        }),
+        "Deprecated upstream (use `frontendPolicies.accessLog.add`/`remove`): access log fields."
+      ),
       database: unsupported("config.logging.database")
     }),
     "Logging settings."
@@ -529,10 +540,22 @@ export const RawConfig = Schema.Struct({
   network: unsupported("config.network"),
   standardAttributes: unsupported("config.standardAttributes"),
   histograms: unsupported("config.histograms"),
-  sensitiveHeaders: unsupported("config.sensitiveHeaders"),
+  sensitiveHeaders: opt(
+    Schema.Array(Str),
+    "Request headers whose values are redacted, besides authorization, proxy-authorization, cookie, set-cookie and x-api-key, wherever the access log could show them (CEL `add` fields); `mcp-session-id` also drops `mcp.session.id`."
+  ),
   customFunctions: unsupported("config.customFunctions"),
   tracing: opt(RawTracing, "Exports a span per request over OTLP (deprecated upstream in favour of `frontendPolicies.tracing`)."),
-  metrics: unsupported("config.metrics"),
+  metrics: opt(
+    Schema.Struct({
+      remove: opt(Schema.Array(Str), "Metrics left out of /metrics, by name with or without the `agentgateway_` prefix and `_total` suffix."),
+      fields: opt(
+        Schema.Struct({ add: opt(Schema.Record(Str, Str), "Labels added to the request and MCP metrics, each a CEL expression (an error or a non-string: `unknown`).") }),
+        "Custom metric labels."
+      )
+    }),
+    "Metrics settings."
+  ),
   hbone: unsupported("config.hbone")
 })
 export type RawConfig = typeof RawConfig.Type

@@ -401,7 +401,6 @@ const fromGateways = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> => {
 const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
   const raw = config.config ?? {}
   const http = config.frontendPolicies?.http ?? {}
-  const accessLog = config.frontendPolicies?.accessLog ?? config.frontendPolicies?.logging ?? {}
   const backend = raw.backend ?? {}
   const level = raw.logging?.level
   const ms = (value: string | null | undefined, fallback: number) => (defined(value) ? Duration.parseMillis(value) : fallback)
@@ -411,7 +410,7 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     readinessAddr: env("READINESS_ADDR") ?? raw.readinessAddr ?? defaults.readinessAddr,
     logFormat: raw.logging?.format ?? "text",
     logLevel: !defined(level) ? "info" : typeof level === "string" ? level : level.join(","),
-    accessLogRemove: accessLog.remove ?? [],
+    ...observability(config),
     maxBufferSize: http.maxBufferSize ?? 2 * MiB,
     http1MaxHeaders: http.http1MaxHeaders ?? 100,
     http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
@@ -424,6 +423,34 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     mcpSessionTtlMs: ms(raw.mcp?.sessionTtl, 30 * 60_000),
     sessionKey: raw.session?.key ?? env("SESSION_KEY"),
     tracing: tracingSettings(config)
+  }
+}
+
+const named = (record: Readonly<Record<string, string>> | null | undefined, path: string): ReadonlyArray<Ir.NamedExpression> | undefined =>
+  defined(record) ? Object.entries(record).map(([name, source]) => ({ name, source, path: `${path}.${name}` })) : undefined
+
+/**
+ * Access log and metrics settings. `frontendPolicies.accessLog` (or its alias `logging`) wins
+ * over the deprecated `config.logging.filter`/`fields`, which upstream migrates into it.
+ */
+const observability = (config: C.LocalConfig): Pick<Ir.Settings, "accessLogRemove" | "accessLogFilter" | "accessLogAdd" | "metricsRemove" | "metricsAdd" | "sensitiveHeaders"> => {
+  const raw = config.config ?? {}
+  const fp = config.frontendPolicies
+  const policyPath = defined(fp?.accessLog) ? "frontendPolicies.accessLog" : "frontendPolicies.logging"
+  const policy = fp?.accessLog ?? fp?.logging ?? undefined
+  const legacy = raw.logging
+  const filter = defined(policy?.filter)
+    ? { source: policy.filter, path: `${policyPath}.filter` }
+    : defined(legacy?.filter)
+    ? { source: legacy.filter, path: "config.logging.filter" }
+    : undefined
+  return {
+    accessLogRemove: policy?.remove ?? legacy?.fields?.remove ?? [],
+    accessLogFilter: filter,
+    accessLogAdd: defined(policy?.add) ? named(policy.add, `${policyPath}.add`) : named(legacy?.fields?.add, "config.logging.fields.add"),
+    metricsRemove: raw.metrics?.remove ?? undefined,
+    metricsAdd: named(raw.metrics?.fields?.add, "config.metrics.fields.add"),
+    sensitiveHeaders: raw.sensitiveHeaders?.map((h) => h.toLowerCase()) ?? undefined
   }
 }
 
@@ -502,7 +529,7 @@ const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBack
       issues.add(cpath, endpoint)
       return []
     }
-    return [{ name: t.name, path: tpath, transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path } }]
+    return [{ name: t.name, path: tpath, transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path, tls: endpoint.tls } }]
   })
   return {
     _tag: "Mcp",
@@ -518,7 +545,7 @@ const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBack
 const mcpEndpoint = (
   spec: { readonly host?: string | null | undefined; readonly port?: number | null | undefined; readonly path?: string | null | undefined; readonly backend?: string | null | undefined },
   defaultPath: string
-): { readonly target: Ir.HostTarget; readonly path: string } | string => {
+): { readonly target: Ir.HostTarget; readonly path: string; readonly tls: boolean } | string => {
   if (defined(spec.backend)) return unsupportedMessage("MCP targets through a named backend")
   if (!defined(spec.host)) return `missing required field "host"`
   if (spec.host.includes("://")) {
@@ -528,17 +555,17 @@ const mcpEndpoint = (
     } catch {
       return `invalid URL "${spec.host}"`
     }
-    if (url.protocol === "https:") return unsupportedMessage("https MCP targets")
-    if (url.protocol !== "http:") return `unsupported scheme in "${spec.host}"`
+    if (url.protocol !== "http:" && url.protocol !== "https:") return `unsupported scheme in "${spec.host}"`
+    const tls = url.protocol === "https:"
     const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname
-    const target = parseHostTarget(`${host.includes(":") ? `[${host}]` : host}:${url.port === "" ? 80 : url.port}`)
+    const target = parseHostTarget(`${host.includes(":") ? `[${host}]` : host}:${url.port === "" ? (tls ? 443 : 80) : url.port}`)
     if (typeof target === "string") return target
     const path = defined(spec.path) ? spec.path : url.pathname === "/" && !spec.host.endsWith("/") ? defaultPath : url.pathname
-    return { target, path: path + url.search }
+    return { target, path: path + url.search, tls }
   }
   const target = parseHostTarget(spec.host.includes(":") || !defined(spec.port) ? spec.host : `${spec.host}:${spec.port}`)
   if (typeof target === "string") return target
-  return { target, path: spec.path ?? defaultPath }
+  return { target, path: spec.path ?? defaultPath, tls: false }
 }
 
 /**

@@ -25,6 +25,16 @@ export interface Settings {
   readonly logFormat: "text" | "json"
   readonly logLevel: string
   readonly accessLogRemove: ReadonlyArray<string>
+  /** `frontendPolicies.accessLog.filter` (or the deprecated `config.logging.filter`). */
+  readonly accessLogFilter?: Expression | undefined
+  /** `frontendPolicies.accessLog.add` (or `config.logging.fields.add`), in config order. */
+  readonly accessLogAdd?: ReadonlyArray<NamedExpression> | undefined
+  /** `config.metrics.remove`: metric names left out of the exposition. */
+  readonly metricsRemove?: ReadonlyArray<string> | undefined
+  /** `config.metrics.fields.add`, in config order. */
+  readonly metricsAdd?: ReadonlyArray<NamedExpression> | undefined
+  /** `config.sensitiveHeaders`, lower-cased: redacted wherever logs could show them. */
+  readonly sensitiveHeaders?: ReadonlyArray<string> | undefined
   readonly maxBufferSize: number
   readonly http1MaxHeaders: number
   readonly http1IdleTimeoutMs: number
@@ -40,6 +50,16 @@ export interface Settings {
   readonly sessionKey: string | undefined
   /** `frontendPolicies.tracing` or `config.tracing`; undefined: tracing off (no per-request work). */
   readonly tracing?: TracingSettings | undefined
+}
+
+/** A CEL expression from the config and the field path it came from (for errors). */
+export interface Expression {
+  readonly source: string
+  readonly path: string
+}
+
+export interface NamedExpression extends Expression {
+  readonly name: string
 }
 
 export interface TracingSettings {
@@ -117,8 +137,9 @@ export type McpTransport =
     readonly env: Readonly<Record<string, string>>
     readonly clearEnv: boolean
   }
-  | { readonly _tag: "StreamableHttp"; readonly target: HostTarget; readonly path: string }
-  | { readonly _tag: "Sse"; readonly target: HostTarget; readonly path: string }
+  /** `tls`: an `https://` target (verified as the MCP backend's `backendTLS` says, else against the system roots). */
+  | { readonly _tag: "StreamableHttp"; readonly target: HostTarget; readonly path: string; readonly tls: boolean }
+  | { readonly _tag: "Sse"; readonly target: HostTarget; readonly path: string; readonly tls: boolean }
   /** A REST API described by an OpenAPI document (loaded when the snapshot is built). */
   | {
     readonly _tag: "OpenApi"

@@ -118,6 +118,14 @@ export class ListenerSet {
     server.maxHeadersCount = settings.http1MaxHeaders + 1
     server.timeout = 0
     server.on("request", handler)
+    const bindName = `bind/${port}`
+    const protocol = scheme
+    server.on("connection", () => {
+      // Which listener serves is decided per request (by Host); a bind with one listener names it.
+      const only = this.bind(port)?.all
+      const listener = only !== undefined && only.length === 1 ? only[0]!.ir : undefined
+      this.env.metrics.connection(bindName, listener?.gatewayName ?? "", listener?.name ?? "", protocol)
+    })
     // CONNECT is not proxied (agentgateway's default `frontendPolicies.connect: deny`).
     server.on("connect", (_req: http.IncomingMessage, socket: net.Socket) => {
       socket.end("HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")

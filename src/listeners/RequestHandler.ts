@@ -17,10 +17,11 @@ import * as Exit from "effect/Exit"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { AccessLog } from "../observability/AccessLog.ts"
 import type { RequestMetrics } from "../observability/Metrics.ts"
+import * as Telemetry from "../observability/Telemetry.ts"
 import type { Tracer } from "../observability/Tracing.ts"
 import type { Handler } from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
-import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import type { BodySink, ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import * as Response from "../pipeline/ProxyResponse.ts"
 import { ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
 import { normalizeTarget } from "../routing/Path.ts"
@@ -37,6 +38,8 @@ export interface HandlerEnv {
   readonly context: Context.Context<never>
   /** The snapshot's tracer; undefined when tracing is off, and then requests do no tracing work at all. */
   readonly tracer: () => Tracer | undefined
+  /** The serving snapshot's access-log and metric-label expressions. */
+  readonly telemetry: () => Telemetry.Telemetry
 }
 
 /** Reads the raw header list once: lower-cased map, plus the checks Node does not make. */
@@ -103,8 +106,16 @@ const REQUEST_FIELDS = [
   "http.path",
   "http.version",
   "http.status",
+  "trace.id",
+  "span.id",
   "jwt.sub",
   "protocol",
+  "a2a.method",
+  "a2a.response.outcome",
+  "a2a.response.error_code",
+  "a2a.result.kind",
+  "a2a.task.state",
+  "a2a.context.id",
   "mcp.method.name",
   "mcp.target",
   "mcp.resource.type",
@@ -112,10 +123,12 @@ const REQUEST_FIELDS = [
   "gen_ai.tool.name",
   "gen_ai.prompt.name",
   "mcp.session.id",
+  "retry.attempt",
   "error",
+  "reason",
   "duration"
 ] as const
-const REJECTED_FIELDS = ["src.addr", "http.method", "http.version", "http.status", "protocol", "error", "duration"] as const
+const REJECTED_FIELDS = ["src.addr", "http.method", "http.version", "http.status", "protocol", "error", "reason", "duration"] as const
 
 /**
  * Answers a request refused before it became a `ProxyRequest` (it never reaches a listener),
@@ -137,19 +150,64 @@ const reject = (
   if (close) res.once("finish", () => res.socket?.destroySoon())
   const seconds = (performance.now() - startTime) / 1000
   const method = req.method ?? ""
-  env.metrics.record(
-    { backend: "", protocol: "http", method, status: String(status), reason: "InvalidRequest", bind: bindLabel(port), gateway: "", listener: "", route: "", route_rule: "" },
-    seconds
-  )
-  env.accessLog().log(REJECTED_FIELDS, [
+  // Custom labels and CEL fields need a request context, which a refused request never got.
+  const custom = env.metrics.customLabelNames.length === 0 ? undefined : env.metrics.customLabelNames.map(() => undefined)
+  env.metrics.request({
+    route: undefined,
+    bind: bindLabel(port),
+    gateway: "",
+    listener: "",
+    backend: "",
+    protocol: "http",
+    method,
+    status,
+    reason: "InvalidRequest",
+    seconds,
+    responseBytes: Buffer.byteLength(body),
+    retries: 0,
+    custom
+  })
+  const log = env.accessLog()
+  if (!log.enabled) return
+  log.log(REJECTED_FIELDS, [
     sourceAddr(req.socket.remoteAddress ?? "", req.socket.remotePort ?? 0),
     method,
     `HTTP/${req.httpVersion}`,
     status,
     "http",
     detail,
+    "InvalidRequest",
     `${Math.round(seconds * 1000)}ms`
   ])
+}
+
+/**
+ * The downstream side of a streamed body, counting the bytes that pass (`responseBytes`): one
+ * object per streamed response, whatever kind of `StreamBody` it is.
+ */
+class CountingSink implements BodySink {
+  private readonly res: ServerResponse
+  private readonly ctx: ProxyRequest
+  constructor(res: ServerResponse, ctx: ProxyRequest) {
+    this.res = res
+    this.ctx = ctx
+  }
+  write(chunk: Uint8Array): boolean {
+    this.ctx.responseBytes += chunk.length
+    return this.res.write(chunk)
+  }
+  end(): void {
+    this.res.end()
+  }
+  destroy(error?: Error): void {
+    this.res.destroy(error)
+  }
+  once(event: "drain" | "close", listener: () => void): unknown {
+    return this.res.once(event, listener)
+  }
+  get writableFinished(): boolean {
+    return this.res.writableFinished
+  }
 }
 
 const sourceAddr = (address: string, port: number) => (address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`)
@@ -161,15 +219,16 @@ const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequ
   const open = ctx?.openBodies
   if (open !== undefined) for (const b of open) if (b !== body) b.abort(new Error("response not used"))
   if (body === undefined || typeof body === "string" || body instanceof Uint8Array) {
-    if (body !== undefined && response.headers["content-length"] === undefined) {
-      response.headers["content-length"] = String(typeof body === "string" ? Buffer.byteLength(body) : body.length)
-    }
+    const length = body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length
+    if (body !== undefined && response.headers["content-length"] === undefined) response.headers["content-length"] = String(length)
     res.writeHead(response.status, response.headers)
-    res.end(req.method === "HEAD" ? undefined : body)
+    const head = req.method === "HEAD"
+    res.end(head ? undefined : body)
+    if (ctx !== undefined && !head) ctx.responseBytes += length
     return
   }
   res.writeHead(response.status, response.headers)
-  body.pipeTo(res)
+  body.pipeTo(ctx === undefined ? res : new CountingSink(res, ctx))
 }
 
 const bindLabel = (port: number) => `bind/${port}`
@@ -226,13 +285,14 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     const tracer = env.tracer()
     if (tracer !== undefined) tracer.begin(ctx)
     let error: ProxyError.ProxyError | undefined
+    let written: ProxyResponse | undefined
     let interrupt: ((id?: number) => void) | undefined
     let done = false
     res.once("close", () => {
       if (!done) interrupt?.()
       const open = ctx.openBodies
       if (!res.writableFinished && open !== undefined) for (const b of open) b.abort(new Error("downstream closed"))
-      complete(env, ctx, res, error)
+      complete(env, ctx, res, error, written)
     })
     const finish = (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => {
       done = true
@@ -251,6 +311,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
         }
         response = ProxyError.toResponse(error)
       }
+      written = response
       writeSafely(req, res, ctx, response)
     }
     if (listener === undefined) {
@@ -270,42 +331,63 @@ const writeSafely = (req: IncomingMessage, res: ServerResponse, ctx: ProxyReques
   }
 }
 
-const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error: ProxyError.ProxyError | undefined) => {
+const complete = (
+  env: HandlerEnv,
+  ctx: ProxyRequest,
+  res: ServerResponse,
+  error: ProxyError.ProxyError | undefined,
+  written: ProxyResponse | undefined
+) => {
   const seconds = (performance.now() - ctx.startTime) / 1000
   const status = res.headersSent ? res.statusCode : 0
   const route = ctx.route
   const reason = error !== undefined ? ProxyError.reasonLabel(error) : ctx.directResponse ? "DirectResponse" : "Upstream"
   const mcp = ctx.mcp
-  const protocol = mcp === undefined ? "http" : "mcp"
+  const a2a = ctx.a2a
+  const protocol = mcp !== undefined ? "mcp" : a2a !== undefined ? "a2a" : "http"
   const resourceType = mcp?.method === undefined ? undefined : mcpResourceType(mcp.method)
+  const log = env.accessLog()
+  const telemetry = env.telemetry()
+  // CEL work only when the config asks for it: the default path evaluates nothing.
+  let logged = log.enabled
+  let extra: ReadonlyArray<readonly [string, unknown]> | undefined
+  let custom: ReadonlyArray<string | undefined> | undefined
+  if (telemetry.filter !== undefined || telemetry.add.length > 0 || telemetry.metricLabels.length > 0) {
+    const evaluated = Telemetry.evaluate(telemetry, ctx, written ?? new Response.ProxyResponse(status, {}, undefined))
+    logged = logged && evaluated.log
+    extra = evaluated.fields
+    custom = evaluated.labels
+  }
+  const record = {
+    route,
+    bind: ctx.bind,
+    gateway: ctx.gateway,
+    listener: ctx.listener,
+    backend: ctx.backend,
+    protocol,
+    method: ctx.method,
+    status,
+    reason,
+    seconds,
+    responseBytes: ctx.responseBytes,
+    retries: ctx.retryAttempt ?? 0,
+    custom
+  }
   if (mcp?.method !== undefined) {
     env.metrics.mcp({
       method: mcp.method,
       resource_type: resourceType ?? "",
       server: mcp.target ?? "",
       resource: mcp.toolName ?? mcp.promptName ?? mcp.resourceUri ?? ""
-    })
+    }, record)
   }
-  env.metrics.record(
-    {
-      backend: ctx.backend,
-      protocol,
-      method: ctx.method,
-      status: String(status),
-      reason,
-      bind: ctx.bind,
-      gateway: ctx.gateway,
-      listener: ctx.listener,
-      route: route?.label ?? "",
-      route_rule: route?.ruleName ?? ""
-    },
-    seconds
-  )
+  env.metrics.request(record)
   const trace = ctx.trace
   if (trace !== undefined) {
     trace.tracer.end(ctx, trace, status, error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error))
   }
-  env.accessLog().log(REQUEST_FIELDS, [
+  if (!logged) return
+  log.log(REQUEST_FIELDS, [
     ctx.gateway,
     ctx.listener,
     route?.ruleName,
@@ -318,8 +400,16 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     ctx.originalUrl?.path ?? ctx.path,
     ctx.version,
     status,
+    trace?.traceId,
+    trace?.spanId,
     jwtSub(ctx.celExtensions?.jwt),
     protocol,
+    a2a?.method,
+    a2a?.outcome,
+    a2a?.errorCode,
+    a2a?.resultKind,
+    a2a?.taskState,
+    a2a?.contextId,
     mcp?.method,
     mcp?.target,
     resourceType,
@@ -327,9 +417,12 @@ const complete = (env: HandlerEnv, ctx: ProxyRequest, res: ServerResponse, error
     mcp?.toolName,
     mcp?.promptName,
     mcp?.sessionId,
+    ctx.retryAttempt,
     error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error),
+    // Upstream logs the reason only when something other than the upstream answered.
+    reason === "Upstream" ? undefined : reason,
     `${Math.round(seconds * 1000)}ms`
-  ])
+  ], extra)
 }
 
 /** `mcp.resource.type` / `resource_type`: what kind of item the method addresses (none for lists, initialize…). */
@@ -359,5 +452,6 @@ const errorText = (error: ProxyError.ProxyError): string => {
     const cause = reason.cause
     return `${ProxyError.toResponse(error).body as string}: ${cause instanceof Error ? cause.message : String(cause)}`
   }
+  if (reason._tag === "ProcessingFailed") return `processing failed: ${reason.detail}`
   return ProxyError.toResponse(error).body as string
 }

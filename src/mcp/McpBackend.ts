@@ -9,9 +9,10 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
-import type { PoolSettings, UpstreamPools } from "../backends/Pools.ts"
+import type { PoolSettings, UpstreamPools, UpstreamTls } from "../backends/Pools.ts"
 import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
+import * as BackendTls from "../policies/BackendTls.ts"
 import type { Handler } from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
@@ -44,6 +45,8 @@ export interface BuildOptions {
   readonly maxBodyBytes: number
   /** The backend reference's merged `mcpAuthorization` (policies/McpAuthorization.ts); allow-all without one. */
   readonly authorize?: Authorizer
+  /** The MCP backend's `backendTLS` and its config path: TLS settings for its HTTP targets (and TLS even for `http://` ones, as on host backends). */
+  readonly backendTls?: { readonly config: BackendTls.Config; readonly path: string }
   /** Replaces the in-memory session store. */
   readonly store?: SessionStore
   /** Replaces the session cap (default MAX_SESSIONS, MAX_STDIO_SESSIONS with a stdio target). */
@@ -68,6 +71,11 @@ const sealerFor = (settings: McpSettings): Effect.Effect<SessionSealer.SessionSe
 export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): Effect.Effect<Handler, ConfigError, Scope.Scope | UpstreamPools> =>
   Effect.gen(function*() {
     const sealer = yield* sealerFor(options.settings)
+    /** An https target's TLS: the backend's `backendTLS`, else verification against the system roots and the target's name. */
+    const targetTls = (transport: { readonly target: Ir.HostTarget; readonly tls: boolean }): Effect.Effect<UpstreamTls | undefined, ConfigError> => {
+      if (options.backendTls !== undefined) return BackendTls.load(options.backendTls.config, transport.target, options.backendTls.path)
+      return transport.tls ? BackendTls.load({}, transport.target, "backendTLS") : Effect.succeed(undefined)
+    }
     const connects: Array<{ target: string; connect: Connect }> = []
     for (const target of ir.targets) {
       const transport = target.transport
@@ -76,7 +84,7 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
           connects.push({ target: target.name, connect: Stdio.connect(target.name, transport) })
           break
         case "StreamableHttp":
-          connects.push({ target: target.name, connect: yield* HttpUpstream.connector(target.name, transport, options.settings) })
+          connects.push({ target: target.name, connect: yield* HttpUpstream.connector(target.name, transport, options.settings, yield* targetTls(transport)) })
           break
         case "OpenApi": {
           const spec = yield* OpenApi.load(transport.schema, `${target.path}.openapi`)
@@ -84,7 +92,7 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
           break
         }
         case "Sse":
-          connects.push({ target: target.name, connect: yield* SseUpstream.connector(target.name, transport, options.settings) })
+          connects.push({ target: target.name, connect: yield* SseUpstream.connector(target.name, transport, options.settings, yield* targetTls(transport)) })
           break
       }
     }

@@ -9,6 +9,7 @@
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type * as Ir from "../ir/Ir.ts"
 import type * as Headers from "../shared/headers.ts"
 import type * as McpSchema from "./McpSchema.ts"
 
@@ -34,6 +35,13 @@ export const logFailure = (e: UpstreamError): Effect.Effect<void> =>
 /** A connection-level failure: a fixed message for the client, the cause kept for the log. */
 export const connectionFailed = (target: string, cause: unknown): UpstreamError =>
   new UpstreamError({ target, message: "upstream connection failed", detail: cause instanceof Error ? cause.message : String(cause) })
+
+/** The Host header value and URL origin of an HTTP target (the scheme's default port left out). */
+export const httpOrigin = (t: Ir.HostTarget, tls: boolean): { readonly host: string; readonly origin: string } => {
+  const name = t.host.includes(":") ? `[${t.host}]` : t.host
+  const host = t.port === (tls ? 443 : 80) ? name : `${name}:${t.port}`
+  return { host, origin: `${tls ? "https" : "http"}://${host}` }
+}
 
 /** What a call carries besides the message. */
 export interface CallContext {

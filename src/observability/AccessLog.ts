@@ -11,6 +11,22 @@
 
 export type Value = string | number | undefined
 
+/** A field a CEL `add` expression computed: any JSON-able value. */
+export type Extra = readonly [string, unknown]
+
+/**
+ * Whether request events are written: the process log level (`config.logging.level`, changed at
+ * runtime by the admin `/logging`); above `info` there are none, as upstream's `request` target.
+ */
+export interface LevelGate {
+  readonly requestLogs: boolean
+}
+
+const always: LevelGate = { requestLogs: true }
+
+const textOf = (value: unknown): string =>
+  typeof value === "string" ? value : typeof value === "number" || typeof value === "boolean" ? String(value) : JSON.stringify(value)
+
 export interface Sink {
   write(line: string): void
 }
@@ -30,6 +46,7 @@ export class AccessLog {
   private readonly format: "text" | "json"
   private readonly removed: ReadonlySet<string>
   private readonly sink: Sink
+  private readonly gate: LevelGate
   private readonly flush = () => {
     if (this.timer !== undefined) {
       clearTimeout(this.timer)
@@ -40,14 +57,24 @@ export class AccessLog {
     if (out !== "") this.sink.write(out)
   }
 
-  constructor(format: "text" | "json", removed: ReadonlyArray<string>, sink: Sink = process.stdout) {
+  constructor(format: "text" | "json", removed: ReadonlyArray<string>, sink: Sink = process.stdout, gate: LevelGate = always) {
     this.format = format
     this.removed = new Set(removed)
     this.sink = sink
+    this.gate = gate
   }
 
-  /** Logs one event: `values[i]` is the value of `names[i]`; empty values are left out. */
-  log(names: ReadonlyArray<string>, values: ReadonlyArray<Value>): void {
+  /** Whether an event would be written now; callers skip building one otherwise. */
+  get enabled(): boolean {
+    return this.gate.requestLogs
+  }
+
+  /**
+   * Logs one event: `values[i]` is the value of `names[i]`; empty values are left out, and so are
+   * removed names. `extra` (CEL `add` fields) follows, never removed.
+   */
+  log(names: ReadonlyArray<string>, values: ReadonlyArray<Value>, extra?: ReadonlyArray<Extra>): void {
+    if (!this.gate.requestLogs) return
     const now = Date.now()
     if (now !== this.lastMs) {
       this.lastMs = now
@@ -62,6 +89,10 @@ export class AccessLog {
         const value = values[i]
         if (value !== undefined && value !== "" && removed?.has(names[i]!) !== true) record[names[i]!] = value
       }
+      if (extra !== undefined) {
+        // defineProperty: a field named `__proto__` must be a field, not the record's prototype.
+        for (const [name, value] of extra) Object.defineProperty(record, name, { value, enumerable: true, writable: true, configurable: true })
+      }
       line = JSON.stringify(record)
     } else {
       line = time + "\tinfo\trequest"
@@ -70,6 +101,12 @@ export class AccessLog {
         if (value === undefined || value === "" || removed?.has(names[i]!) === true) continue
         const text = typeof value === "number" ? String(value) : value
         line += NEEDS_QUOTES.test(text) ? ` ${names[i]}=${JSON.stringify(text)}` : ` ${names[i]}=${text}`
+      }
+      if (extra !== undefined) {
+        for (const [name, value] of extra) {
+          const text = textOf(value)
+          line += NEEDS_QUOTES.test(text) || text === "" ? ` ${name}=${JSON.stringify(text)}` : ` ${name}=${text}`
+        }
       }
     }
     this.buffer += line + "\n"

@@ -22,9 +22,36 @@ const labels = (attributes: Metric.Metric.AttributeSet | undefined, extra?: read
 const number = (value: number | bigint): string =>
   typeof value === "bigint" ? value.toString() : Number.isNaN(value) ? "NaN" : value === Infinity ? "+Inf" : value === -Infinity ? "-Inf" : String(value)
 
-export const format = (context: Context.Context<never>): string => {
+const PREFIX = "agentgateway_"
+
+/**
+ * The names `config.metrics.remove` may use for a family, as upstream's `should_skip` accepts
+ * them: with or without the `agentgateway_` prefix, the `_total` suffix and the unit.
+ */
+export const namesOf = (family: string): ReadonlyArray<string> => {
+  const base = family.startsWith(PREFIX) ? family.slice(PREFIX.length) : family
+  const forms = new Set<string>([base])
+  const noTotal = base.endsWith("_total") ? base.slice(0, -"_total".length) : base
+  forms.add(noTotal)
+  for (const unit of ["_seconds", "_bytes"]) if (noTotal.endsWith(unit)) forms.add(noTotal.slice(0, -unit.length))
+  const out: Array<string> = []
+  for (const f of forms) out.push(f, PREFIX + f)
+  return out
+}
+
+/** Renders every metric of the registry, leaving out families named in `removed`. */
+export const format = (context: Context.Context<never>, removed?: ReadonlySet<string>): string => {
   const families = new Map<string, Array<Metric.Metric.Snapshot>>()
+  const skipped = new Map<string, boolean>()
   for (const snapshot of Metric.snapshotUnsafe(context)) {
+    if (removed !== undefined && removed.size > 0) {
+      let skip = skipped.get(snapshot.id)
+      if (skip === undefined) {
+        skip = namesOf(snapshot.id).some((n) => removed.has(n))
+        skipped.set(snapshot.id, skip)
+      }
+      if (skip) continue
+    }
     const list = families.get(snapshot.id)
     if (list === undefined) families.set(snapshot.id, [snapshot])
     else list.push(snapshot)

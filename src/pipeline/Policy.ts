@@ -11,7 +11,8 @@
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type { ConfigError } from "../config/ConfigError.ts"
-import type { FilterOrPolicy } from "../config/LocalConfig.ts"
+import type { BackendPolicies, FilterOrPolicy } from "../config/LocalConfig.ts"
+import type * as Ir from "../ir/Ir.ts"
 import type { ProxyError } from "./ProxyError.ts"
 import type { ProxyResponse } from "./ProxyResponse.ts"
 import type { RequestContext } from "./RequestContext.ts"
@@ -35,6 +36,19 @@ export interface BackendSpec {
   readonly host?: string | null | undefined
   /** Name of a top-level `backends` entry. */
   readonly backend?: string | null | undefined
+  /**
+   * The reference's own connection policies (upstream `SimpleLocalBackendPolicies` of a policy
+   * side-service: `backendTLS`, `requestHeaderModifier`…); they win over a named backend's.
+   */
+  readonly policies?: BackendPolicies | null | undefined
+}
+
+/** A backend a policy references, resolved: where it is and its merged policies. */
+export interface ResolvedBackend {
+  /** As logged: the `host:port` of a `{host}` spec, `/<name>` of a named backend. */
+  readonly name: string
+  readonly target: Ir.HostTarget
+  readonly policies: BackendPolicies
 }
 
 /** Snapshot-wide settings a policy may need while it is built. */
@@ -48,6 +62,11 @@ export interface BuildEnv {
    * when the spec does not resolve.
    */
   readonly backendCall: (spec: BackendSpec, path: string) => Effect.Effect<Handler, ConfigError, Scope.Scope>
+  /**
+   * The same reference resolved but not built, for a policy that opens its own connections (a
+   * gRPC side-service, `sidecar/GrpcUnary.ts`): the target and the merged policies (TLS).
+   */
+  readonly resolveBackend: (spec: BackendSpec, path: string) => Effect.Effect<ResolvedBackend, ConfigError>
 }
 
 export interface Policy<K extends PolicyKey> {

@@ -28,6 +28,10 @@ export const routePhase: ReadonlyArray<PolicyKey> = [
   // The request timeout covers every policy after it and the upstream call.
   "timeout",
   "cors",
+  // Upstream runs it in the jwtAuth slot; before every authentication policy here so route
+  // `authorization` rules see its `jwt.*` claims. Its well-known documents answer before any
+  // other authentication could reject them.
+  "mcpAuthentication",
   ...authentication,
   // Rate limits count only requests that passed authentication and authorization.
   "localRateLimit",

@@ -23,7 +23,7 @@ import type { ProxyRequest } from "./RequestContext.ts"
 export type State =
   | { readonly _tag: "Stream" }
   | { readonly _tag: "Buffered"; readonly bytes: Uint8Array }
-  | { readonly _tag: "Spilled"; readonly stream: Readable }
+  | { readonly _tag: "Spilled"; readonly stream: Readable; readonly prefix: Uint8Array }
 
 export const untouched: State = { _tag: "Stream" }
 
@@ -64,7 +64,44 @@ export const read = (
   const declared = declaredLength(ctx)
   // Known to be too large: do not touch the stream at all.
   if (declared !== undefined && declared > limit) return Effect.succeed(undefined)
-  return Effect.callback<Uint8Array | undefined, ProxyError.ProxyError>((resume) => {
+  return collect(ctx, limit, idleTimeoutMs)
+}
+
+/** A body's first bytes, and whether they are all of it. */
+export interface Prefix {
+  readonly bytes: Uint8Array
+  readonly complete: boolean
+}
+
+/**
+ * At most `limit` bytes of the body and whether that is the whole body (ext authz with
+ * `allowPartialMessage`). Unlike `read`, a body over the limit is still read up to it; what was
+ * read stays in front of the rest of the stream, so the upstream still gets the body whole.
+ */
+export const readPrefix = (
+  ctx: ProxyRequest,
+  limit: number,
+  idleTimeoutMs: number = IDLE_TIMEOUT_MS
+): Effect.Effect<Prefix, ProxyError.ProxyError> => {
+  const state = ctx.body
+  if (state._tag === "Spilled") return Effect.succeed(prefixOf(state.prefix, limit, false))
+  if (state._tag === "Buffered") return Effect.succeed(prefixOf(state.bytes, limit, true))
+  if (!ctx.hasBody) {
+    ctx.body = { _tag: "Buffered", bytes: EMPTY }
+    return Effect.succeed({ bytes: EMPTY, complete: true })
+  }
+  return Effect.map(collect(ctx, limit, idleTimeoutMs), (bytes) => {
+    const now = ctx.body
+    if (bytes !== undefined) return prefixOf(bytes, limit, true)
+    return prefixOf(now._tag === "Spilled" ? now.prefix : EMPTY, limit, false)
+  })
+}
+
+const prefixOf = (bytes: Uint8Array, limit: number, whole: boolean): Prefix =>
+  bytes.length > limit ? { bytes: bytes.subarray(0, limit), complete: false } : { bytes, complete: whole }
+
+const collect = (ctx: ProxyRequest, limit: number, idleTimeoutMs: number): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> =>
+  Effect.callback<Uint8Array | undefined, ProxyError.ProxyError>((resume) => {
     const raw = ctx.raw
     const chunks: Array<Buffer> = []
     let size = 0
@@ -89,10 +126,11 @@ export const read = (
       cleanup()
       raw.pause()
       const spilled = new PassThrough()
-      spilled.write(Buffer.concat(chunks, size))
+      const prefix = Buffer.concat(chunks, size)
+      spilled.write(prefix)
       raw.on("error", (error) => spilled.destroy(error))
       raw.pipe(spilled)
-      ctx.body = { _tag: "Spilled", stream: spilled }
+      ctx.body = { _tag: "Spilled", stream: spilled, prefix }
       resume(Effect.succeed(undefined))
     }
     const onEnd = () => {
@@ -111,7 +149,6 @@ export const read = (
     raw.once("aborted", onError)
     return Effect.sync(cleanup)
   })
-}
 
 /**
  * Replaces the body (a transformation's `body`): later readers and the upstream get `bytes`;

@@ -10,9 +10,11 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type { IncomingMessage } from "node:http"
 import type { Extensions as CelExtensions } from "../cel/Context.ts"
+import type { A2aLogFields } from "../a2a/Telemetry.ts"
 import type { McpLogFields } from "../mcp/Hooks.ts"
 import type { RequestTrace } from "../observability/Tracing.ts"
 import type * as Headers from "../shared/headers.ts"
+import type { ProxyError } from "./ProxyError.ts"
 import type { StreamBody } from "./ProxyResponse.ts"
 import * as RequestBody from "./RequestBody.ts"
 
@@ -70,13 +72,30 @@ export class ProxyRequest {
   backendRequestTimeoutMs: number | undefined = undefined
   /** Set when a policy, not an upstream, produced the response. */
   directResponse = false
+  /** Retries made (the `retry` policy): `retry.attempt` in the log, `agentgateway_retries_total`. */
+  retryAttempt: number | undefined = undefined
+  /** Response body bytes written downstream so far (`agentgateway_response_bytes_total`). */
+  responseBytes = 0
   /**
    * Who the caller is, as an authentication policy established it (JWT `iss`+`sub`, API key id);
    * MCP sessions are bound to it. undefined: anonymous.
    */
   identity: string | undefined = undefined
+  /**
+   * The JWT an authentication policy (jwtAuth, mcpAuthentication) validated and stripped from
+   * the request, kept only so `backendAuth: {passthrough}` can re-add it upstream.
+   */
+  validatedJwt: string | undefined = undefined
+  /**
+   * Set by a backend-phase policy that must sign the request exactly as it is sent (backendAuth
+   * `aws`); the host backend call runs it after every other edit (host rewrite included) and
+   * clears it, so a retry against another backend never inherits it.
+   */
+  upstreamSigner: ((ctx: ProxyRequest) => Effect.Effect<void, ProxyError>) | undefined = undefined
   /** MCP fields of the request for logs and metrics (src/mcp/Hooks.ts), set by the MCP frontend. */
   mcp: McpLogFields | undefined = undefined
+  /** A2A fields for logs and the `protocol` label (src/a2a/Telemetry.ts), set by the `a2a` policy. */
+  a2a: A2aLogFields | undefined = undefined
   /** CEL roots attached by policies as the request goes (`jwt`, `apiKey`, `mcp`, …): cel/Context.ts. */
   celExtensions: CelExtensions | undefined = undefined
   /**

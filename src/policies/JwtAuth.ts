@@ -355,7 +355,7 @@ interface Issuer {
 const keysOf = (issuer: Issuer): KeySet => issuer.local ?? issuer.remote?.keys ?? new Map()
 
 /** What a verified token gives every request that presents it again. */
-interface Verified {
+export interface Verified {
   readonly claims: unknown
   readonly identity: string
   readonly validUntil: number
@@ -544,35 +544,67 @@ export const build = (config: Config, path: string) =>
     return { verifier, location, now, mode: config.mode ?? "optional", remotes: issuers.flatMap((i) => (i.remote === undefined ? [] : [i.remote])) }
   })
 
+/**
+ * The validation path shared by `jwtAuth` and `mcpAuthentication` (one verifier, one cache, one
+ * way to accept a token), so the MCP policy adds protocol behaviour and no JWT checks of its own.
+ */
+export interface Authenticator {
+  readonly mode: "strict" | "optional" | "permissive"
+  /** The token at the configured location, or undefined. */
+  readonly extract: (ctx: ProxyRequest) => string | undefined
+  /** A verification of this token still valid now, or undefined (expired entries are dropped). */
+  readonly cached: (token: string) => Verified | undefined
+  /** Verifies a token (and caches the result): a fixed, token-free reason on failure. */
+  readonly verify: (token: string) => Effect.Effect<Verified, string>
+  /** Strips the credential, exposes the claims as CEL `jwt.*`, sets the identity, keeps the token for passthrough. */
+  readonly accept: (ctx: ProxyRequest, token: string, verified: Verified) => void
+}
+
+export const authenticator = (config: Config, path: string): Effect.Effect<Authenticator, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.map(build(config, path), ({ verifier, location, now, mode }): Authenticator => ({
+    mode,
+    extract: location.extract,
+    cached: (token) => {
+      const hit = verifier.cache.get(token)
+      if (hit === undefined) return undefined
+      if (now() < hit.validUntil) return hit
+      verifier.cache.delete(token)
+      return undefined
+    },
+    verify: (token) =>
+      Effect.map(verifier.verify(token), (verified) => {
+        if (token.length <= MAX_CACHED_TOKEN_LENGTH) verifier.cache.set(token, verified)
+        return verified
+      }),
+    accept: (ctx, token, verified) => {
+      location.remove(ctx)
+      CelContext.attach(ctx, "jwt", verified.claims)
+      ctx.identity = verified.identity
+      ctx.validatedJwt = token
+    }
+  }))
+
 const fail = (detail: string) => Effect.fail(ProxyError.make({ _tag: "AuthenticationFailed", scheme: "jwt", detail }))
 
 export const policy = Policy.define({
   key: "jwtAuth",
   make: (config, _env, path) =>
-    Effect.map(build(config, path), ({ verifier, location, now, mode }): Policy.Middleware => {
-      const missing = mode === "strict" ? fail(NO_TOKEN) : undefined
-      const accept = (ctx: ProxyRequest, verified: Verified): void => {
-        location.remove(ctx)
-        CelContext.attach(ctx, "jwt", verified.claims)
-        ctx.identity = verified.identity
-      }
+    Effect.map(authenticator(config, path), (auth): Policy.Middleware => {
+      const missing = auth.mode === "strict" ? fail(NO_TOKEN) : undefined
+      const permissive = auth.mode === "permissive"
       return (next) =>
         Effect.flatMap(currentRequest, (ctx) => {
-          const token = location.extract(ctx)
+          const token = auth.extract(ctx)
           if (token === undefined) return missing ?? next
-          const hit = verifier.cache.get(token)
+          const hit = auth.cached(token)
           if (hit !== undefined) {
-            if (now() < hit.validUntil) {
-              accept(ctx, hit)
-              return next
-            }
-            verifier.cache.delete(token)
+            auth.accept(ctx, token, hit)
+            return next
           }
-          return Effect.matchEffect(verifier.verify(token), {
-            onFailure: (detail) => (mode === "permissive" ? next : fail(detail)),
+          return Effect.matchEffect(auth.verify(token), {
+            onFailure: (detail) => (permissive ? next : fail(detail)),
             onSuccess: (verified) => {
-              if (token.length <= MAX_CACHED_TOKEN_LENGTH) verifier.cache.set(token, verified)
-              accept(ctx, verified)
+              auth.accept(ctx, token, verified)
               return next
             }
           })

@@ -140,6 +140,7 @@ export const policy = Policy.define({
           const run = n === 0 ? next : Effect.suspend(() => {
             restoreHeaders(ctx, original)
             ctx.headers[ATTEMPT_HEADER] = String(n)
+            ctx.retryAttempt = n
             return next
           })
           if (n >= retries) return run

@@ -200,7 +200,7 @@ const recordOriginal = (ctx: ProxyRequest): void => {
   ctx.originalUrl ??= { authority: ctx.authority, host: ctx.host, path: ctx.path, query: ctx.query }
 }
 
-const setAuthority = (ctx: ProxyRequest, value: string): void => {
+export const setAuthority = (ctx: ProxyRequest, value: string): void => {
   const m = AUTHORITY.exec(value)
   if (m === null || (m[2] !== undefined && Number(m[2]) > 65535)) return
   if (value === ctx.authority) return
@@ -212,7 +212,7 @@ const setAuthority = (ctx: ProxyRequest, value: string): void => {
   ctx.authorityRewritten = true
 }
 
-const setPath = (ctx: ProxyRequest, value: string): void => {
+export const setPath = (ctx: ProxyRequest, value: string): void => {
   if (value.charCodeAt(0) !== 47 /* / */) return
   const q = value.indexOf("?")
   const query = q < 0 ? "" : value.slice(q)

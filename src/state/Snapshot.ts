@@ -19,12 +19,14 @@ import type { BackendSpec, BuildEnv, Handler, Middleware, PolicyKey } from "../p
 import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import { currentRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
+import * as BackendAuth from "../policies/BackendAuth.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as McpAuthorization from "../policies/McpAuthorization.ts"
 import { registry } from "../policies/index.ts"
 import * as Match from "../routing/Match.ts"
 import { ListenerTable, RouteTable } from "../routing/RouteTable.ts"
 import * as McpBackend from "../mcp/McpBackend.ts"
+import * as Telemetry from "../observability/Telemetry.ts"
 
 export interface CompiledListener {
   readonly ir: Ir.Listener
@@ -42,6 +44,8 @@ export interface CompiledBind {
 export interface Compiled {
   readonly ir: Ir.Snapshot
   readonly binds: ReadonlyMap<number, CompiledBind>
+  /** Access-log and metric-label expressions, compiled with the rest (observability/Telemetry.ts). */
+  readonly telemetry: Telemetry.Telemetry
 }
 
 interface CompiledRoute {
@@ -81,10 +85,16 @@ const upstreamTimeout = () => Effect.fail(ProxyError.make({ _tag: "UpstreamTimeo
 const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) =>
   Effect.gen(function*() {
     const target = ref.target
+    const backendAuth = ref.policies.backendAuth
+    const mcpAuthProblem = target._tag === "Mcp" && backendAuth !== undefined && backendAuth !== null ? BackendAuth.mcpProblem(backendAuth) : undefined
+    if (mcpAuthProblem !== undefined) return yield* Effect.fail(configError(`${ref.path}.policies.backendAuth`, mcpAuthProblem))
     const call: Handler = target._tag === "Mcp"
       ? yield* McpBackend.build(ref.name, target, {
         settings,
         maxBodyBytes: env.maxBufferSize,
+        ...(ref.policies.backendTLS === undefined || ref.policies.backendTLS === null
+          ? {}
+          : { backendTls: { config: ref.policies.backendTLS, path: `${ref.path}.policies.backendTLS` } }),
         authorize: yield* McpAuthorization.authorizer(ref.policies.mcpAuthorization, `${ref.path}.policies.mcpAuthorization`)
       })
       : yield* hostCall(ref, target, settings)
@@ -120,7 +130,12 @@ const hostCall = (ref: Ir.BackendRef, target: Ir.HostTarget, settings: Ir.Settin
         : Deadline.within(HttpBackend.call(pool, ctx), timeoutMs, upstreamTimeout)
       // A sampled request gets a CLIENT span per attempt, its context sent upstream in `traceparent`.
       const trace = ctx.trace
-      return trace === undefined ? attempt : trace.tracer.upstream(ctx, trace, ref.name, endpoint, attempt)
+      const sent = trace === undefined ? attempt : trace.tracer.upstream(ctx, trace, ref.name, endpoint, attempt)
+      // A policy that signs the request as sent (backendAuth aws) goes last, once per attempt.
+      const signer = ctx.upstreamSigner
+      if (signer === undefined) return sent
+      ctx.upstreamSigner = undefined
+      return Effect.andThen(signer(ctx), sent)
     })
     return call
   })
@@ -175,19 +190,32 @@ const buildListener = (listener: Ir.Listener, env: BuildEnv, settings: Ir.Settin
 
 const configError = (path: string, message: string) => new ConfigError({ issues: [{ path, message }] })
 
+/** The keys of `o` that are set (YAML `null` counts as absent, as everywhere in the config). */
+const setKeys = <T extends object>(o: T): Partial<T> => {
+  const out: Partial<T> = {}
+  for (const key in o) {
+    const value = o[key]
+    if (value !== undefined && value !== null) out[key] = value
+  }
+  return out
+}
+
 /** A backend a policy references (`{host}` or `{backend: name}`), resolved as a route's would be. */
-const policyBackend = (spec: BackendSpec, path: string, ir: Ir.Snapshot): Effect.Effect<Ir.BackendRef, ConfigError> => {
+const policyBackend = (spec: BackendSpec, path: string, ir: Ir.Snapshot): Effect.Effect<Ir.BackendRef & { readonly target: Ir.HostTarget }, ConfigError> => {
   if (spec.host !== undefined && spec.host !== null) {
     const target = parseHostTarget(spec.host)
     if (typeof target === "string") return Effect.fail(configError(`${path}.host`, target))
-    return Effect.succeed({ name: spec.host, weight: 1, target, policies: {}, path })
+    return Effect.succeed({ name: spec.host, weight: 1, target, policies: spec.policies ?? {}, path })
   }
   if (spec.backend !== undefined && spec.backend !== null) {
     const named = ir.backends.get(spec.backend)
-    if (named === undefined) {
+    if (named === undefined || named.target._tag !== "Host") {
       return Effect.fail(configError(`${path}.backend`, `backend "${spec.backend}" is not defined in backends (or is not a host backend)`))
     }
-    return Effect.succeed(named)
+    const target = named.target
+    if (spec.policies === undefined || spec.policies === null) return Effect.succeed({ ...named, target })
+    // The reference's own policies win over the named backend's (first found wins).
+    return Effect.succeed({ ...named, target, policies: { ...named.policies, ...setKeys(spec.policies) }, path })
   }
   return Effect.fail(configError(path, "expected exactly one of: host, backend"))
 }
@@ -200,7 +228,8 @@ export const build = (ir: Ir.Snapshot): Effect.Effect<Compiled, ConfigError, Sco
       backendCall: (spec, path) => policyBackend(spec, path, ir).pipe(
         Effect.flatMap((ref) => buildBackend(ref, env, ir.settings)),
         Effect.provideService(UpstreamPools, pools)
-      )
+      ),
+      resolveBackend: (spec, path) => Effect.map(policyBackend(spec, path, ir), ({ name, target, policies }) => ({ name, target, policies }))
     }
     const binds = new Map<number, CompiledBind>()
     for (const bind of ir.binds) {
@@ -211,5 +240,6 @@ export const build = (ir: Ir.Snapshot): Effect.Effect<Compiled, ConfigError, Sco
         listeners: new ListenerTable(all.map((l) => ({ hostname: l.ir.hostname, listener: l })))
       })
     }
-    return { ir, binds }
+    const telemetry = yield* Telemetry.compile(ir.settings)
+    return { ir, binds, telemetry }
   })

@@ -198,7 +198,7 @@ describe("mcpAuthorization (examples/mcp-authorization)", () => {
     expect(echo).toHaveLength(1)
     // Two echo calls so far: the anonymous one and this one.
     expect(echo[0]!.endsWith(" 2")).toBe(true)
-    expect(series.some((l) => l.includes('method="tools/list"') && l.includes('resource_type=""') && l.includes('resource=""'))).toBe(true)
+    expect(series.some((l) => l.includes('method="tools/list"') && l.includes('resource_type="unknown"') && l.includes('resource="unknown"'))).toBe(true)
     const prompt = series.filter((l) => l.includes('method="prompts/get"') && l.includes('resource_type="prompt"') && l.includes('server="mcp2"') && l.includes('resource="simple-prompt"'))
     expect(prompt).toHaveLength(1)
     expect(prompt[0]!.endsWith(" 1")).toBe(true)

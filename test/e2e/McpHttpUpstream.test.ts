@@ -7,7 +7,7 @@ import type { ChildProcess } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
-import { startFixture } from "../support/mcp/Peers.ts"
+import { startFixture, tlsDir } from "../support/mcp/Peers.ts"
 
 const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 const BOTH = "application/json, text/event-stream"
@@ -111,5 +111,56 @@ describe("MCP Streamable HTTP targets", () => {
     const { client } = await connectClient(url)
     expect((await client.callTool({ name: "echo", arguments: { text: "sdk" } })).content).toEqual([{ type: "text", text: "alpha: sdk" }])
     await client.close()
+  })
+})
+
+describe("https MCP targets", () => {
+  let http: { port: number; child: ChildProcess }
+  let sse: { port: number; child: ChildProcess }
+  let gw: Running
+  let port: number
+  beforeAll(async () => {
+    http = await startFixture("http", "secure", true)
+    sse = await startFixture("sse", "secure-sse", true)
+    port = await freePort()
+    const route = (name: string, target: string, tls: string) => `
+- name: ${name}
+  matches: [{path: {pathPrefix: /${name}}}]
+  backends:
+  - mcp:
+      targets:
+      - name: t
+        ${target}${tls === "" ? "" : `
+    policies:
+      backendTLS: ${tls}`}`
+    gw = await startGateway(`
+gateways:
+  default: {port: $PORT}
+routes:${route("verified", `mcp: {host: "https://localhost:${http.port}/mcp"}`, `{root: "${tlsDir}/ca.pem"}`)}${
+      route("sse", `sse: {host: "https://localhost:${sse.port}/sse"}`, `{root: "${tlsDir}/ca.pem"}`)
+    }${route("untrusted", `mcp: {host: "https://localhost:${http.port}/mcp"}`, "")}${
+      route("wrongname", `mcp: {host: "https://localhost:${http.port}/mcp"}`, `{root: "${tlsDir}/ca.pem", hostname: other.example}`)
+    }
+`, { vars: { PORT: port } })
+  })
+  afterAll(async () => {
+    await gw.stop()
+    http.child.kill()
+    sse.child.kill()
+  })
+
+  it("calls Streamable HTTP and SSE targets over TLS verified with backendTLS", async () => {
+    for (const [path, text] of [["/verified/mcp", "secure: tls"], ["/sse/mcp", "secure-sse: tls"]] as const) {
+      const { client } = await connectClient(gw.url(port, path))
+      expect((await client.callTool({ name: "echo", arguments: { text: "tls" } })).content).toEqual([{ type: "text", text }])
+      await client.close()
+    }
+  })
+
+  it("refuses a certificate the system roots do not trust, or one for another name", async () => {
+    for (const path of ["/untrusted/mcp", "/wrongname/mcp"]) {
+      const failed = await connectClient(gw.url(port, path)).then(() => "connected", (e: Error) => e.message)
+      expect(failed).toContain("failed to send message: t: upstream connection failed")
+    }
   })
 })

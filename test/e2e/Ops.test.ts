@@ -51,10 +51,10 @@ describe("admin", () => {
 
   it("redacts secrets", async () => {
     const { redact } = await import("../../src/admin/Ops.ts")
-    expect(redact({ backendAuth: { key: "sk-123" }, nested: [{ clientSecret: "s", name: "n" }], apiKey: { keys: [{ key: "k" }] } })).toEqual({
+    expect(redact({ backendAuth: { key: "sk-123" }, nested: [{ clientSecret: "s", name: "n" }], apiKey: { mode: "strict", keys: [{ key: "k" }] } })).toEqual({
       backendAuth: { key: "<redacted>" },
       nested: [{ clientSecret: "<redacted>", name: "n" }],
-      apiKey: { keys: [{ key: "<redacted>" }] }
+      apiKey: { mode: "strict", keys: "<redacted>" }
     })
     const text = await (await fetch(`http://127.0.0.1:${gw.ports.admin}/config_dump`)).text()
     expect(text).not.toContain("0000000000000000000000000000000000000000000000000000000000000000")
@@ -68,7 +68,7 @@ describe("metrics", () => {
     const text = await (await fetch(`http://127.0.0.1:${gw.ports.stats}/metrics`)).text()
     const line = text.split("\n").find((l) => l.startsWith("agentgateway_requests_total{") && l.includes('route="default/hello"'))
     expect(line).toBeDefined()
-    for (const label of ['protocol="http"', 'method="GET"', 'status="200"', 'reason="DirectResponse"', `bind="bind/${port}"`, `gateway="bind/${port}"`, 'listener="ops-test"', 'route_rule="rule-a"', 'backend=""']) {
+    for (const label of ['protocol="http"', 'method="GET"', 'status="200"', 'reason="DirectResponse"', `bind="bind/${port}"`, `gateway="bind/${port}"`, 'listener="ops-test"', 'route_rule="rule-a"', 'backend="unknown"']) {
       expect(line).toContain(label)
     }
     expect(Number(line!.split(" ").at(-1))).toBeGreaterThanOrEqual(2)

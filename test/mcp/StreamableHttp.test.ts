@@ -144,7 +144,7 @@ describe("MCP session limits", () => {
       const sse = yield* Effect.acquireRelease(Effect.promise(() => startFixture("sse", "s")), (f) => Effect.sync(() => f.child.kill()))
       const viaSse: Ir.McpBackend = {
         ...backend,
-        targets: [{ name: "fx", path: "t", transport: { _tag: "Sse", target: { _tag: "Host", host: "127.0.0.1", port: sse.port, isHostname: false }, path: "/sse" } }]
+        targets: [{ name: "fx", path: "t", transport: { _tag: "Sse", target: { _tag: "Host", host: "127.0.0.1", port: sse.port, isHostname: false }, path: "/sse", tls: false } }]
       }
       // With room for one session, a second opening would be refused with 503.
       const handler = yield* McpBackend.build("/b", viaSse, { settings, maxBodyBytes: 1 << 20, maxSessions: 1 })

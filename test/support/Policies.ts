@@ -4,6 +4,7 @@
  */
 import { Effect, Exit, Scope } from "effect"
 import { ConfigError } from "../../src/config/ConfigError.ts"
+import { parseHostTarget } from "../../src/config/Normalize.ts"
 import type { BuildEnv, Handler, Policy, PolicyConfig, PolicyKey } from "../../src/pipeline/Policy.ts"
 import * as ProxyErrors from "../../src/pipeline/ProxyError.ts"
 import type { ProxyError } from "../../src/pipeline/ProxyError.ts"
@@ -32,7 +33,14 @@ export const buildEnv = (backend?: Handler): BuildEnv => ({
   backendCall: (_spec, path) =>
     backend === undefined
       ? Effect.fail(new ConfigError({ issues: [{ path, message: "no backend calls in this unit test" }] }))
-      : Effect.succeed(backend)
+      : Effect.succeed(backend),
+  // `{host}` specs resolve as in a snapshot (a gRPC side-service peer on a local port); named backends do not exist here.
+  resolveBackend: (spec, path) => {
+    const target = spec.host === undefined || spec.host === null ? "no named backends in this unit test" : parseHostTarget(spec.host)
+    return typeof target === "string"
+      ? Effect.fail(new ConfigError({ issues: [{ path, message: target }] }))
+      : Effect.succeed({ name: spec.host ?? "", target, policies: spec.policies ?? {} })
+  }
 })
 
 export const run = <K extends PolicyKey>(

@@ -14,11 +14,11 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
-import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import { type PoolSettings, UpstreamPools, type UpstreamTls } from "../../backends/Pools.ts"
 import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** How long connecting waits for the `endpoint` event after the stream opened. */
@@ -30,15 +30,14 @@ const ERROR_BODY_BYTES = 4096
 
 type Transport = Extract<Ir.McpTransport, { _tag: "Sse" }>
 
-export const connector = (target: string, transport: Transport, settings: PoolSettings): Effect.Effect<Connect, never, UpstreamPools> =>
+export const connector = (target: string, transport: Transport, settings: PoolSettings, tls: UpstreamTls | undefined): Effect.Effect<Connect, never, UpstreamPools> =>
   Effect.gen(function*() {
     const pools = yield* UpstreamPools
-    const pool = pools.get(transport.target, settings)
-    const t = transport.target
-    const host = t.port === 80 ? t.host : `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
+    const pool = pools.get(transport.target, settings, tls)
+    const { host, origin } = httpOrigin(transport.target, tls !== undefined)
     return (inbound) =>
       Effect.acquireRelease(
-        Effect.suspend(() => new SseConnection(target, pool, host, transport.path, inbound).open()),
+        Effect.suspend(() => new SseConnection(target, pool, host, new URL(`${origin}${transport.path}`), inbound).open()),
         (conn) => Effect.sync(() => conn.close("session closed"))
       ).pipe(Effect.map((conn): Upstream => conn))
   })
@@ -59,11 +58,11 @@ class SseConnection implements Upstream {
   private closed = false
   private onEndpoint: ((error: UpstreamError | undefined) => void) | undefined = undefined
 
-  constructor(target: string, pool: Dispatcher, host: string, path: string, inbound: Inbound) {
+  constructor(target: string, pool: Dispatcher, host: string, base: URL, inbound: Inbound) {
     this.target = target
     this.pool = pool
     this.host = host
-    this.base = new URL(`http://${host}${path}`)
+    this.base = base
     this.inbound = inbound
   }
 

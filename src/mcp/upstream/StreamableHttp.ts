@@ -11,12 +11,12 @@
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
 import type { Dispatcher } from "undici"
-import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import { type PoolSettings, UpstreamPools, type UpstreamTls } from "../../backends/Pools.ts"
 import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { MAX_MESSAGE_BYTES } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** Most of an error body kept for the log. */
@@ -24,15 +24,14 @@ const ERROR_BODY_BYTES = 4096
 
 type Transport = Extract<Ir.McpTransport, { _tag: "StreamableHttp" }>
 
-export const connector = (target: string, transport: Transport, settings: PoolSettings): Effect.Effect<Connect, never, UpstreamPools> =>
+export const connector = (target: string, transport: Transport, settings: PoolSettings, tls: UpstreamTls | undefined): Effect.Effect<Connect, never, UpstreamPools> =>
   Effect.gen(function*() {
     const pools = yield* UpstreamPools
-    const pool = pools.get(transport.target, settings)
-    const t = transport.target
-    const host = t.port === 80 ? t.host : `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
+    const pool = pools.get(transport.target, settings, tls)
+    const { host, origin } = httpOrigin(transport.target, tls !== undefined)
     return (inbound, resume) =>
       Effect.acquireRelease(
-        Effect.sync(() => new HttpConnection(target, pool, transport.path, host, inbound, resume ?? undefined)),
+        Effect.sync(() => new HttpConnection(target, pool, `${origin}${transport.path}`, host, inbound, resume ?? undefined)),
         (conn) => conn.close()
       ).pipe(Effect.map((conn): Upstream => conn))
   })
@@ -65,10 +64,10 @@ class HttpConnection implements Upstream {
   private readonly host: string
   private readonly inbound: Inbound
 
-  constructor(target: string, pool: Dispatcher, path: string, host: string, inbound: Inbound, sessionId: string | undefined) {
+  constructor(target: string, pool: Dispatcher, url: string, host: string, inbound: Inbound, sessionId: string | undefined) {
     this.target = target
     this.pool = pool
-    this.url = `http://${host}${path}`
+    this.url = url
     this.host = host
     this.inbound = inbound
     this.sessionId = sessionId

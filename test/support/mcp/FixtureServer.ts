@@ -6,7 +6,8 @@
  *   add-tool {name}          → registers a tool (list_changed follows)
  *   flood {bytes, chunk}     → sends `bytes` of log notifications, then answers "done"
  *   deep {depth}             → (not listed) a result nested `depth` levels, deeper than a gateway accepts
- * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start.
+ * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start; FIXTURE_TLS_DIR
+ * (a directory with server.pem and server.key) serves http/sse modes over TLS.
  */
 import { Server } from "@modelcontextprotocol/sdk/server/index.js"
 import { SSEServerTransport } from "@modelcontextprotocol/sdk/server/sse.js"
@@ -16,8 +17,15 @@ import { CallToolRequestSchema, ListToolsRequestSchema, isInitializeRequest } fr
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
+import * as https from "node:https"
+import * as path from "node:path"
 
 const name = process.env["FIXTURE_NAME"] ?? "fixture"
+const tlsDir = process.env["FIXTURE_TLS_DIR"]
+const createServer = (handler: http.RequestListener) =>
+  tlsDir === undefined
+    ? http.createServer(handler)
+    : https.createServer({ cert: fs.readFileSync(path.join(tlsDir, "server.pem")), key: fs.readFileSync(path.join(tlsDir, "server.key")) }, handler)
 if (process.env["FIXTURE_PID_FILE"]) fs.writeFileSync(process.env["FIXTURE_PID_FILE"], String(process.pid))
 
 const makeServer = () => {
@@ -60,7 +68,7 @@ const makeServer = () => {
 if (process.argv[2] === "http") {
   const port = Number(process.argv[3])
   const transports = new Map<string, StreamableHTTPServerTransport>()
-  http.createServer((req, res) => {
+  createServer((req, res) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", async () => {
@@ -85,7 +93,7 @@ if (process.argv[2] === "http") {
   // Legacy SSE: GET /sse opens a session whose endpoint is /messages?sessionId=…
   const port = Number(process.argv[3])
   const transports = new Map<string, SSEServerTransport>()
-  http.createServer(async (req, res) => {
+  createServer(async (req, res) => {
     const url = new URL(req.url ?? "/", "http://localhost")
     if (req.method === "GET" && url.pathname === "/sse") {
       const transport = new SSEServerTransport("/messages", res)

@@ -12,10 +12,17 @@ export const everything = createRequire(import.meta.url).resolve("@modelcontextp
 /** Our small SDK server (FixtureServer.ts): stdio, Streamable HTTP or SSE. */
 export const fixture = path.resolve(import.meta.dirname, "FixtureServer.ts")
 
-/** Starts FixtureServer.ts on a free loopback port (Streamable HTTP or legacy SSE), named `name`; resolves once it listens. */
-export const startFixture = async (mode: "http" | "sse", name: string): Promise<{ port: number; child: ChildProcess }> => {
+/** The test CA's directory (test/fixtures/tls): `ca.pem` verifies the fixture's TLS certificate (localhost, 127.0.0.1). */
+export const tlsDir = path.resolve(import.meta.dirname, "../../fixtures/tls")
+
+/**
+ * Starts FixtureServer.ts on a free loopback port (Streamable HTTP or legacy SSE), named `name`,
+ * over TLS with the test CA's server certificate when `tls`; resolves once it listens.
+ */
+export const startFixture = async (mode: "http" | "sse", name: string, tls = false): Promise<{ port: number; child: ChildProcess }> => {
   const port = await freePort()
-  const child = spawn(process.execPath, [fixture, mode, String(port)], { env: { ...process.env, FIXTURE_NAME: name }, stdio: ["ignore", "pipe", "inherit"] })
+  const env = { ...process.env, FIXTURE_NAME: name, ...(tls ? { FIXTURE_TLS_DIR: tlsDir } : {}) }
+  const child = spawn(process.execPath, [fixture, mode, String(port)], { env, stdio: ["ignore", "pipe", "inherit"] })
   await new Promise<void>((resolve) => child.stdout!.once("data", () => resolve()))
   return { port, child }
 }
