@@ -78,6 +78,7 @@ import * as Headers from "../shared/headers.ts"
 import { BoundedLru } from "../shared/lru.ts"
 import * as Proto from "../sidecar/ExtAuthzProto.ts"
 import * as GrpcUnary from "../sidecar/GrpcUnary.ts"
+import * as ServicePolicies from "../sidecar/ServicePolicies.ts"
 import * as BackendTls from "./BackendTls.ts"
 import * as Conditional from "./Conditional.ts"
 import { bodyBytes, keyPath } from "./DirectResponse.ts"
@@ -120,16 +121,7 @@ const checkHeaderOrPseudo = (name: string): string | undefined =>
     ? undefined
     : `invalid header name "${name}" (or pseudo-header :method, :scheme, :authority, :path)`
 
-/** The side-service's own connection policies (upstream `SimpleLocalBackendPolicies`). */
-export const SideServicePolicies = Schema.Struct({
-  requestHeaderModifier: opt(HeaderModifier.Config, "Header edits of the calls to the service (gRPC: `add`/`set` become call metadata)."),
-  transformations: unsupported("extAuthz.policies.transformations"),
-  backendTLS: opt(BackendTls.Config, "TLS used when connecting to the service."),
-  backendAuth: unsupported("extAuthz.policies.backendAuth"),
-  http: unsupported("extAuthz.policies.http"),
-  tcp: unsupported("extAuthz.policies.tcp"),
-  backendTunnel: unsupported("extAuthz.policies.backendTunnel")
-}).annotate({ description: "Policies used when connecting to the authorization service." })
+export const SideServicePolicies = ServicePolicies.schema("extAuthz", "the authorization service")
 
 const GrpcProtocol = Schema.Struct({
   context: opt(Schema.Record(Str, Str), "Static values sent as the request's `context_extensions`."),

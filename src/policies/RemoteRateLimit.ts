@@ -56,6 +56,7 @@ import * as Headers from "../shared/headers.ts"
 import * as GrpcUnary from "../sidecar/GrpcUnary.ts"
 import * as Rls from "../sidecar/RateLimitProto.ts"
 import * as RedisRateLimiter from "../sidecar/RedisRateLimiter.ts"
+import * as SidecarPolicies from "../sidecar/ServicePolicies.ts"
 import * as BackendTls from "./BackendTls.ts"
 import * as Conditional from "./Conditional.ts"
 import * as HeaderExpressions from "./HeaderExpressions.ts"
@@ -122,16 +123,7 @@ export const Redis = Schema.Struct({
   commandTimeout: opt(DurationString, `Deadline of each Redis command (and of the first connect). Default ${DEFAULT_REDIS_TIMEOUT}.`)
 }).annotate({ description: "Redis holding the buckets (effect-agentgateway extension)." })
 
-/** Upstream's `SimpleLocalBackendPolicies`, as far as a gRPC side-service can honour them. */
-export const ServicePolicies = Schema.Struct({
-  backendTLS: opt(BackendTls.Config, "TLS to the rate limit service."),
-  requestHeaderModifier: opt(HeaderModifier.Config, "Metadata (headers) added to each call."),
-  transformations: unsupported("remoteRateLimit.policies.transformations"),
-  backendAuth: unsupported("remoteRateLimit.policies.backendAuth"),
-  http: unsupported("remoteRateLimit.policies.http"),
-  tcp: unsupported("remoteRateLimit.policies.tcp"),
-  backendTunnel: unsupported("remoteRateLimit.policies.backendTunnel")
-}).annotate({ description: "Policies used when connecting to the rate limit service." })
+export const ServicePolicies = SidecarPolicies.schema("remoteRateLimit", "the rate limit service")
 
 const FailureMode = Schema.Literals(["failClosed", "FailClosed", "failOpen", "FailOpen"])
 
