@@ -215,9 +215,10 @@ const sourceAddr = (address: string, port: number) => (address.includes(":") ? `
 const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest | undefined, response: ProxyResponse) => {
   const queued = ctx?.queuedResponseHeaders
   if (queued !== undefined) for (const [name, value] of queued) Headers.append(response.headers, name, value)
-  const body = response.body
   const open = ctx?.openBodies
-  if (open !== undefined) for (const b of open) if (b !== body) b.abort(new Error("response not used"))
+  if (open !== undefined) for (const b of open) if (b !== response.body) b.abort(new Error("response not used"))
+  const streamed = response.body
+  const body = streamed !== undefined && typeof streamed === "object" && "_tag" in streamed ? streamed.complete?.() ?? streamed : streamed
   if (body === undefined || typeof body === "string" || body instanceof Uint8Array) {
     const length = body === undefined ? 0 : typeof body === "string" ? Buffer.byteLength(body) : body.length
     if (body !== undefined && response.headers["content-length"] === undefined) response.headers["content-length"] = String(length)

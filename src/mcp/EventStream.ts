@@ -87,6 +87,15 @@ export class SseBody implements StreamBody {
     if (this.sink !== undefined) this.sink.end()
   }
 
+  complete(): Uint8Array | undefined {
+    if (!this.ended || this.closed || this.sink !== undefined) return undefined
+    const bytes = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending)
+    this.pending = []
+    this.pendingBytes = 0
+    this.markClosed()
+    return bytes
+  }
+
   pipeTo(sink: BodySink): void {
     this.sink = sink
     sink.once("close", () => this.markClosed())

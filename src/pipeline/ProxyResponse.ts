@@ -14,6 +14,12 @@ export interface StreamBody {
   pipeTo(sink: BodySink): void
   /** Aborts the body (the response will not be written). */
   abort(reason: Error): void
+  /**
+   * The whole body, when it is already complete before it was piped (an MCP answer that is
+   * one frame): the listener then writes head and body in one syscall with a Content-Length,
+   * instead of a chunked stream. Called at most once, instead of `pipeTo`.
+   */
+  complete?(): Uint8Array | undefined
 }
 
 /** The downstream side of a streamed body: Node's ServerResponse satisfies it. */

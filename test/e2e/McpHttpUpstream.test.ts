@@ -105,7 +105,11 @@ describe("MCP Streamable HTTP targets", () => {
     })
     expect(call.status).toBe(200)
     expect(call.headers.get("mcp-session-id")).toBeNull()
-    expect(frames(await call.text())).toEqual([{ jsonrpc: "2.0", id: 1, result: { content: [{ type: "text", text: "alpha: once" }] } }])
+    const text = await call.text()
+    expect(frames(text)).toEqual([{ jsonrpc: "2.0", id: 1, result: { content: [{ type: "text", text: "alpha: once" }] } }])
+    // An answer complete before the head is written goes out whole (one write, no chunked framing).
+    expect(call.headers.get("content-length")).toBe(String(Buffer.byteLength(text)))
+    expect(call.headers.get("transfer-encoding")).toBeNull()
     expect((await fetch(url, { headers: { accept: "text/event-stream" } })).status).toBe(405)
     expect((await fetch(url, { method: "DELETE" })).status).toBe(405)
     const { client } = await connectClient(url)
