@@ -104,6 +104,14 @@ const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra
           resume(Effect.succeed(json(outcome.status, outcome.response, extra)))
           return
         }
+        if (!headSent) {
+          // Nothing streamed yet: the whole answer is ready, so the head goes out with it in one write.
+          stream.onFirst = undefined
+          stream.send(outcome.response)
+          stream.end()
+          head()
+          return
+        }
         stream.send(outcome.response)
         stream.end()
       } else if (!headSent) {
