@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 import { startFixture, tlsDir } from "../support/mcp/Peers.ts"
+import { readFloodSlowly } from "../support/mcp/SlowReader.ts"
 
 const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 const BOTH = "application/json, text/event-stream"
@@ -95,6 +96,16 @@ describe("MCP Streamable HTTP targets", () => {
     expect(bad.status).toBe(404)
     await client.close()
   })
+
+  it("keeps memory bounded while a slow client reads a 64 MB stream from an HTTP target", async () => {
+    const { client, transport } = await connectClient(gw1.url(port1, "/fed/mcp"))
+    const { received, peakMiB, tail } = await readFloodSlowly(gw1.url(port1, "/fed/mcp"), transport.sessionId!, 64 * 1024 * 1024, "a_flood")
+    expect(tail).toContain('"text":"done"')
+    expect(received).toBeGreaterThan(64 * 1024 * 1024)
+    // What the gateway holds of the stream at any time is a few buffers (the upstream socket is paused).
+    expect(peakMiB).toBeLessThan(24)
+    await client.close()
+  }, 60_000)
 
   it("serves stateless requests without a session", async () => {
     const url = gw1.url(port1, "/stateless/mcp")

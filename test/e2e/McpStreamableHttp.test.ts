@@ -4,15 +4,13 @@
  * list cache, and bounded memory under a slow reader.
  */
 import * as fs from "node:fs"
-import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as v8 from "node:v8"
-import * as vm from "node:vm"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 import { alive, fixture, waitFor } from "../support/mcp/Peers.ts"
+import { readFloodSlowly } from "../support/mcp/SlowReader.ts"
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-"))
 
@@ -165,42 +163,11 @@ binds:
   it("keeps memory bounded while a slow client reads a 64 MB stream", async () => {
     const id = await initSession()
     const total = 64 * 1024 * 1024
-    const body = JSON.stringify({ jsonrpc: "2.0", id: 7, method: "tools/call", params: { name: "flood", arguments: { bytes: total, chunk: 65536 } } })
-    // Retained memory, not garbage: collect before each sample.
-    v8.setFlagsFromString("--expose-gc")
-    const gc = vm.runInNewContext("gc") as () => void
-    const retained = () => {
-      gc()
-      const m = process.memoryUsage()
-      return m.heapUsed + m.arrayBuffers
-    }
-    const base = retained()
-    let peak = 0
-    const SAMPLE_EVERY = 4 * 1024 * 1024
-    const received = await new Promise<number>((resolve, reject) => {
-      const req = http.request(url, { method: "POST", headers: { accept: BOTH, "content-type": "application/json", "mcp-session-id": id } }, (res) => {
-        let bytes = 0
-        let nextSample = SAMPLE_EVERY
-        let tail = ""
-        res.on("data", (chunk: Buffer) => {
-          bytes += chunk.length
-          tail = (tail + chunk.toString("latin1")).slice(-200)
-          if (bytes >= nextSample) {
-            nextSample += SAMPLE_EVERY
-            peak = Math.max(peak, retained() - base)
-          }
-          // Slow reader: a pause after every chunk lets the socket and pipes fill up.
-          res.pause()
-          setTimeout(() => res.resume(), 1)
-        })
-        res.on("end", () => (tail.includes('"text":"done"') ? resolve(bytes) : reject(new Error(`no final frame: ${tail}`))))
-        res.on("error", reject)
-      })
-      req.end(body)
-    })
+    const { received, peakMiB, tail } = await readFloodSlowly(url, id, total)
+    expect(tail).toContain('"text":"done"')
     expect(received).toBeGreaterThan(total)
     // The stream is 64 MiB; what the gateway holds of it at any time is a few buffers.
-    expect(peak / (1024 * 1024)).toBeLessThan(24)
+    expect(peakMiB).toBeLessThan(24)
     await fetch(url, { method: "DELETE", headers: { "mcp-session-id": id } })
   }, 60_000)
 

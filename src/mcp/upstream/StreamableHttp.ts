@@ -10,11 +10,12 @@
  */
 import * as Effect from "effect/Effect"
 import type { Readable } from "node:stream"
+import { StringDecoder } from "node:string_decoder"
 import type { Dispatcher } from "undici"
 import { type PoolSettings, UpstreamPools, type UpstreamTls } from "../../backends/Pools.ts"
 import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
-import { MAX_MESSAGE_BYTES } from "../EventStream.ts"
+import { MAX_MESSAGE_BYTES, type SseParser } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
@@ -36,20 +37,146 @@ export const connector = (target: string, transport: Transport, settings: PoolSe
       ).pipe(Effect.map((conn): Upstream => conn))
   })
 
-const readAll = (body: Readable, limit: number, onDone: (text: string | undefined) => void) => {
-  const chunks: Array<Buffer> = []
-  let size = 0
-  body.on("data", (c: Buffer) => {
-    size += c.length
-    if (size > limit) {
-      body.destroy()
-      onDone(undefined)
+/**
+ * One POST as an undici dispatch handler (no Readable, no AbortController, no promise per
+ * call): the answer is read as it arrives — a JSON body collected up to MAX_MESSAGE_BYTES, an
+ * SSE body parsed incrementally (server messages delivered with backpressure: the socket is
+ * paused while the session's stream is full), an error body kept (ERROR_BODY_BYTES) for the log.
+ */
+class PostExchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined
+  private done = false
+  private aborted = false
+  private mode: "json" | "sse" | "error" | "ignore" = "ignore"
+  private status = 0
+  private chunks: Array<Buffer> = []
+  private size = 0
+  private parser: SseParser | undefined
+  private decoder: StringDecoder | undefined
+  private readonly connection: HttpConnection
+  private readonly method: string | undefined
+  private readonly id: number | undefined
+  private readonly resume: (effect: Effect.Effect<McpSchema.Response | undefined, UpstreamError>) => void
+
+  constructor(
+    connection: HttpConnection,
+    method: string | undefined,
+    id: number | undefined,
+    resume: (effect: Effect.Effect<McpSchema.Response | undefined, UpstreamError>) => void
+  ) {
+    this.connection = connection
+    this.method = method
+    this.id = id
+    this.resume = resume
+  }
+
+  private finish(effect: Effect.Effect<McpSchema.Response | undefined, UpstreamError>): void {
+    if (this.done) return
+    this.done = true
+    this.resume(effect)
+  }
+
+  fail(error: UpstreamError): void {
+    this.finish(Effect.fail(error))
+  }
+
+  /** The caller went away: stop the exchange (the upstream sees the connection reset or the request end). */
+  abort(): void {
+    this.done = true
+    this.aborted = true
+    if (this.controller !== undefined && !this.controller.aborted) this.controller.abort(new Error("request cancelled"))
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.aborted) controller.abort(new Error("request cancelled"))
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | Array<string> | undefined>): void {
+    this.status = statusCode
+    this.connection.sessionFrom(this.method, headers)
+    if (statusCode >= 400) {
+      this.mode = "error"
       return
     }
-    chunks.push(c)
-  })
-  body.on("end", () => onDone(Buffer.concat(chunks).toString("utf8")))
-  body.on("error", () => onDone(undefined))
+    if (this.id === undefined || statusCode === 202) {
+      this.mode = "ignore"
+      this.finish(Effect.succeed(undefined))
+      return
+    }
+    const type = headers["content-type"]
+    if (typeof type === "string" && type.startsWith("text/event-stream")) {
+      this.mode = "sse"
+      this.decoder = new StringDecoder("utf8")
+      const id = this.id
+      this.parser = Messages.reader(this.connection.inboundSide, (response) => {
+        if (response.id === id) this.finish(Effect.succeed(response))
+      }, (invalid) => {
+        if (invalid === id) this.fail(this.connection.fault("invalid response from upstream"))
+      }, {
+        pause: () => {
+          if (controller.paused) return false
+          controller.pause()
+          return true
+        },
+        resume: () => controller.resume()
+      })
+      return
+    }
+    this.mode = "json"
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    switch (this.mode) {
+      case "ignore":
+        return
+      case "sse": {
+        const error = this.parser!.push(this.decoder!.write(chunk))
+        if (error !== undefined) {
+          this.fail(this.connection.fault(error))
+          controller.abort(new Error(error))
+        }
+        return
+      }
+      case "json":
+      case "error": {
+        const limit = this.mode === "json" ? MAX_MESSAGE_BYTES : ERROR_BODY_BYTES
+        this.size += chunk.length
+        if (this.size > limit) {
+          if (this.mode === "json") {
+            this.fail(this.connection.fault("invalid response from upstream"))
+            controller.abort(new Error("upstream message too large"))
+          }
+          return
+        }
+        this.chunks.push(chunk)
+      }
+    }
+  }
+
+  onResponseEnd(): void {
+    switch (this.mode) {
+      case "ignore":
+        return
+      case "error": {
+        const text = Buffer.concat(this.chunks).toString("utf8").slice(0, ERROR_BODY_BYTES)
+        return this.fail(this.connection.fault(`HTTP ${this.status}`, this.status, text))
+      }
+      case "json": {
+        const parsed = McpSchema.parse(Buffer.concat(this.chunks).toString("utf8"))
+        if (parsed?._tag === "Response") return this.finish(Effect.succeed(parsed.message))
+        return this.fail(this.connection.fault("invalid response from upstream"))
+      }
+      case "sse":
+        // Lazily: the end follows every answered stream too, and an eager error would build a
+        // stack trace per call.
+        if (!this.done) this.fail(this.connection.fault("upstream stream ended without a response"))
+    }
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.fail(connectionFailed(this.connection.target, error))
+  }
 }
 
 class HttpConnection implements Upstream {
@@ -61,6 +188,8 @@ class HttpConnection implements Upstream {
   private readonly pool: Dispatcher
   /** Absolute URL on the pool's origin (the pool decides where it connects). */
   private readonly url: string
+  /** The URL's path and query, for `dispatch`. */
+  private readonly path: string
   private readonly host: string
   private readonly inbound: Inbound
 
@@ -68,6 +197,8 @@ class HttpConnection implements Upstream {
     this.target = target
     this.pool = pool
     this.url = url
+    const parsed = new URL(url)
+    this.path = parsed.pathname + parsed.search
     this.host = host
     this.inbound = inbound
     this.sessionId = sessionId
@@ -87,7 +218,7 @@ class HttpConnection implements Upstream {
     return new UpstreamError({ target: this.target, message, status, body })
   }
 
-  /** POSTs one message; `onResponse` gets the response with `id` (requests) or nothing (notifications). */
+  /** POSTs one message; succeeds with the response with `id` (requests) or nothing (notifications). */
   private post(
     message: unknown,
     method: string | undefined,
@@ -95,46 +226,36 @@ class HttpConnection implements Upstream {
     call: CallContext | undefined
   ): Effect.Effect<McpSchema.Response | undefined, UpstreamError> {
     return Effect.callback<McpSchema.Response | undefined, UpstreamError>((resume) => {
-      const abort = new AbortController()
-      let done = false
-      const finish = (e: Effect.Effect<McpSchema.Response | undefined, UpstreamError>) => {
-        if (done) return
-        done = true
-        resume(e)
+      const exchange = new PostExchange(this, method, id, resume)
+      try {
+        this.pool.dispatch({
+          path: this.path,
+          method: "POST",
+          headers: this.headers(call, "application/json, text/event-stream", method),
+          body: JSON.stringify(message)
+        }, exchange)
+      } catch (cause) {
+        // undici throws synchronously on invalid input (a CR/LF in a forwarded header).
+        exchange.fail(connectionFailed(this.target, cause))
+        return
       }
-      Undici.request(this.url, {
-        dispatcher: this.pool,
-        method: "POST",
-        headers: this.headers(call, "application/json, text/event-stream", method),
-        body: JSON.stringify(message),
-        signal: abort.signal
-      }).then(
-        (res) => {
-          const sid = res.headers["mcp-session-id"]
-          if (typeof sid === "string" && method === "initialize") this.sessionId = sid
-          const type = String(res.headers["content-type"] ?? "")
-          if (res.statusCode >= 400) {
-            return readAll(res.body, ERROR_BODY_BYTES, (text) =>
-              finish(Effect.fail(this.error(`HTTP ${res.statusCode}`, res.statusCode, text?.slice(0, ERROR_BODY_BYTES)))))
-          }
-          if (id === undefined || res.statusCode === 202) {
-            res.body.resume()
-            return finish(Effect.succeed(undefined))
-          }
-          if (type.startsWith("text/event-stream")) return this.readStream(res.body, id, finish)
-          readAll(res.body, MAX_MESSAGE_BYTES, (text) => {
-            const parsed = text === undefined ? undefined : McpSchema.parse(text)
-            if (parsed?._tag === "Response") finish(Effect.succeed(parsed.message))
-            else finish(Effect.fail(this.error("invalid response from upstream")))
-          })
-        },
-        (cause: unknown) => finish(Effect.fail(connectionFailed(this.target, cause)))
-      )
-      return Effect.sync(() => {
-        done = true
-        abort.abort()
-      })
+      return Effect.sync(() => exchange.abort())
     })
+  }
+
+  /** Called by a POST's exchange: an initialize answer names the upstream session. */
+  sessionFrom(method: string | undefined, headers: Record<string, string | Array<string> | undefined>): void {
+    const sid = headers["mcp-session-id"]
+    if (typeof sid === "string" && method === "initialize") this.sessionId = sid
+  }
+
+  /** For a POST's exchange: the session's inbound side and the error constructor. */
+  get inboundSide(): Inbound {
+    return this.inbound
+  }
+
+  fault(message: string, status?: number, body?: string): UpstreamError {
+    return this.error(message, status, body)
   }
 
   /** Reads an SSE response: server messages are delivered, the response with `id` resolves. */
