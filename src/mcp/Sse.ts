@@ -41,9 +41,18 @@ const json = (status: number, message: unknown): ProxyResponse => {
   return new ProxyResponse(status, headers, JSON.stringify(message))
 }
 
+/**
+ * Requests of one legacy SSE session in flight at once (running, or with their reply waiting for
+ * the client to read the stream). Beyond it a POST gets 429: a client that sends without
+ * reading cannot make the gateway queue replies without bound.
+ */
+export const MAX_IN_FLIGHT = 64
+
 interface Open {
   readonly session: Session
   readonly stream: SseBody
+  /** Requests counted against MAX_IN_FLIGHT. */
+  inFlight: number
 }
 
 export const handler = (backend: Backend): Handler => {
@@ -63,7 +72,7 @@ export const handler = (backend: Backend): Handler => {
       const stream = new SseBody()
       stream.event("endpoint", `${SSE_PATH}?sessionId=${id}`)
       session.listen(stream)
-      sessions.set(id, { session, stream })
+      sessions.set(id, { session, stream, inFlight: 0 })
       const drop = () => {
         if (sessions.get(id)?.session === session) sessions.delete(id)
       }
@@ -84,7 +93,8 @@ export const handler = (backend: Backend): Handler => {
   }
 
   /** Runs a request in the session's scope and writes its reply to the session's stream. */
-  const answer = (ctx: ProxyRequest, { session, stream }: Open, request: McpSchema.Request) => {
+  const answer = (ctx: ProxyRequest, open: Open, request: McpSchema.Request) => {
+    const { session, stream } = open
     const context = callContext(ctx, session.state.protocolVersion)
     const call: Fanout.Call = { request: ctx, context, stream }
     const run = request.method === "initialize"
@@ -94,7 +104,11 @@ export const handler = (backend: Backend): Handler => {
         return Effect.forEach([...session.upstreams.values()], (u) => u.listen(context), { discard: true })
       })
       : Fanout.handle(session, backend.options, request, call)
-    return Effect.forkIn(Effect.map(run, (outcome) => void stream.send(outcome.response)), session.scope)
+    // The request stays in flight until the stream took its reply (backpressure from the client).
+    const reply = Effect.flatMap(run, (outcome) =>
+      stream.send(outcome.response) ? Effect.void : Effect.callback<void>((resume) => stream.onDrain(() => resume(Effect.void))))
+    open.inFlight++
+    return Effect.forkIn(Effect.ensuring(reply, Effect.sync(() => void open.inFlight--)), session.scope)
   }
 
   const post = (ctx: ProxyRequest): Handler => {
@@ -124,6 +138,7 @@ export const handler = (backend: Backend): Handler => {
           return Effect.as(Fanout.respond(session, message.message, relayed.target, relayed.id, context), accepted)
         }
         case "Request":
+          if (found.inFlight >= MAX_IN_FLIGHT) return Effect.succeed(plain(429, "too many requests in flight"))
           return Effect.as(answer(ctx, found, message.message), accepted)
       }
     })

@@ -14,6 +14,7 @@ import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import * as SseFrontend from "../../src/mcp/Sse.ts"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 import { alive, everything, fixture, startFixture, waitFor } from "../support/mcp/Peers.ts"
@@ -200,6 +201,50 @@ binds:
     expect(gone.status).toBe(404)
     expect(await gone.text()).toBe("session not found")
   })
+
+  it("answers 429 once MAX_IN_FLIGHT replies wait for a client that does not read its stream", async () => {
+    // A raw stream that reads the endpoint event and then stops reading.
+    const { res, endpoint } = await new Promise<{ res: http.IncomingMessage; endpoint: string }>((resolve, reject) => {
+      http.get({ host: "127.0.0.1", port: fx, path: "/sse", headers: { accept: "text/event-stream" } }, (res) => {
+        res.setEncoding("utf8")
+        let text = ""
+        const onData = (chunk: string) => {
+          text += chunk
+          const m = /event: endpoint\ndata: (.*)\n/.exec(text)
+          if (m === null) return
+          res.off("data", onData)
+          res.pause()
+          resolve({ res, endpoint: m[1]! })
+        }
+        res.on("data", onData)
+      }).on("error", reject)
+    })
+    const url = gw.url(fx, endpoint)
+    expect((await post(url, INIT)).status).toBe(202)
+    expect((await post(url, { jsonrpc: "2.0", method: "notifications/initialized" })).status).toBe(202)
+    const big = "x".repeat(256 * 1024)
+    const statuses: Array<number> = []
+    for (let i = 0; i < SseFrontend.MAX_IN_FLIGHT + 16; i++) {
+      statuses.push((await post(url, { jsonrpc: "2.0", id: 100 + i, method: "tools/call", params: { name: "echo", arguments: { text: big } } })).status)
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0)
+    expect(statuses.filter((s) => s !== 202 && s !== 429)).toEqual([])
+    // Reading again drains the replies; then the session takes requests again.
+    res.resume()
+    const accepted = statuses.filter((s) => s === 202).length
+    const seen = new Set<number>()
+    await new Promise<void>((resolve) => {
+      let buffer = ""
+      res.on("data", (chunk: string) => {
+        buffer += chunk
+        for (const m of buffer.matchAll(/"id":(\d+),"result"/g)) seen.add(Number(m[1]))
+        buffer = buffer.slice(-64)
+        if ([...seen].filter((id) => id >= 100).length >= accepted) resolve()
+      })
+    })
+    expect((await post(url, { jsonrpc: "2.0", id: 1000, method: "ping" })).status).toBe(202)
+    res.destroy()
+  }, 30_000)
 
   it("answers the session rules of the POST endpoint", async () => {
     const missing = await post(gw.url(fx, "/sse"), INIT)
