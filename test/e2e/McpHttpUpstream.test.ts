@@ -4,6 +4,7 @@
  */
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
 import type { ChildProcess } from "node:child_process"
+import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
@@ -177,5 +178,61 @@ routes:${route("verified", `mcp: {host: "https://localhost:${http.port}/mcp"}`, 
       const failed = await connectClient(gw.url(port, path)).then(() => "connected", (e: Error) => e.message)
       expect(failed).toContain("failed to send message: t: upstream connection failed")
     }
+  })
+})
+
+describe("an upstream that never answers DELETE", () => {
+  let server: http.Server
+  let gw: Running
+  let port: number
+  let deletes = 0
+  beforeAll(async () => {
+    // Speaks just enough Streamable HTTP: initialize with a session id, 202 for notifications, and a DELETE left hanging.
+    server = http.createServer((req, res) => {
+      if (req.method === "DELETE") {
+        deletes++
+        return
+      }
+      let body = ""
+      req.on("data", (c: Buffer) => (body += c))
+      req.on("end", () => {
+        const message = JSON.parse(body) as { id?: number; method: string }
+        if (message.id === undefined) return void res.writeHead(202).end()
+        res.writeHead(200, { "content-type": "application/json", "mcp-session-id": "up-1" })
+        res.end(JSON.stringify({ jsonrpc: "2.0", id: message.id, result: { protocolVersion: "2025-06-18", capabilities: {}, serverInfo: { name: "stall", version: "1" } } }))
+      })
+    })
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()))
+    port = await freePort()
+    const upstream = (server.address() as { port: number }).port
+    gw = await startGateway(`
+gateways:
+  default: {port: $PORT}
+routes:
+- backends:
+  - mcp:
+      targets:
+      - name: stall
+        mcp: {host: "http://127.0.0.1:${upstream}/mcp"}
+`, { vars: { PORT: port } })
+  })
+  afterAll(async () => {
+    await gw.stop()
+    server.closeAllConnections()
+    server.close()
+  })
+
+  it("ends the session anyway (the upstream DELETE has a deadline)", async () => {
+    const init = await fetch(gw.url(port, "/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } })
+    })
+    expect(init.status).toBe(200)
+    await init.text()
+    const id = init.headers.get("mcp-session-id")!
+    const ended = await fetch(gw.url(port, "/mcp"), { method: "DELETE", headers: { "mcp-session-id": id } })
+    expect(ended.status).toBe(202)
+    expect(deletes).toBe(1)
   })
 })

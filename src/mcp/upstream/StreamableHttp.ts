@@ -20,6 +20,9 @@ import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
+/** How long closing a session waits for the upstream to answer its DELETE. */
+export const DELETE_TIMEOUT_MS = 2000
+
 /** Most of an error body kept for the log. */
 const ERROR_BODY_BYTES = 4096
 
@@ -309,7 +312,13 @@ class HttpConnection implements Upstream {
       const sid = this.sessionId
       if (sid === undefined) return Effect.void
       return Effect.promise(() =>
-        Undici.request(this.url, { dispatcher: this.pool, method: "DELETE", headers: { host: this.host, "mcp-session-id": sid } }).then(
+        Undici.request(this.url, {
+          dispatcher: this.pool,
+          method: "DELETE",
+          headers: { host: this.host, "mcp-session-id": sid },
+          // A session's end (and the gateway's shutdown) never waits on an upstream that does not answer.
+          signal: AbortSignal.timeout(DELETE_TIMEOUT_MS)
+        }).then(
           (res) => res.body.resume(),
           () => undefined
         )
