@@ -181,16 +181,25 @@ routes:${route("verified", `mcp: {host: "https://localhost:${http.port}/mcp"}`, 
   })
 })
 
-describe("an upstream that never answers DELETE", () => {
+describe("an upstream whose server stream ends and that never answers DELETE", () => {
   let server: http.Server
   let gw: Running
   let port: number
   let deletes = 0
+  let gets = 0
   beforeAll(async () => {
     // Speaks just enough Streamable HTTP: initialize with a session id, 202 for notifications, and a DELETE left hanging.
     server = http.createServer((req, res) => {
       if (req.method === "DELETE") {
         deletes++
+        return
+      }
+      if (req.method === "GET") {
+        // The first server stream ends at once; a later one stays open and announces a change.
+        gets++
+        res.writeHead(200, { "content-type": "text/event-stream" })
+        if (gets === 1) return void res.end()
+        res.write(`event: message\ndata: ${JSON.stringify({ jsonrpc: "2.0", method: "notifications/tools/list_changed" })}\n\n`)
         return
       }
       let body = ""
@@ -222,6 +231,14 @@ routes:
     server.close()
   })
 
+  it("reopens the upstream's server stream when the client listens again after it ended", async () => {
+    const { client } = await connectClient(gw.url(port, "/mcp"))
+    const changed = new Promise<void>((resolve) => client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve()))
+    await changed
+    expect(gets).toBeGreaterThanOrEqual(2)
+    await client.close()
+  })
+
   it("ends the session anyway (the upstream DELETE has a deadline)", async () => {
     const init = await fetch(gw.url(port, "/mcp"), {
       method: "POST",
@@ -233,6 +250,6 @@ routes:
     const id = init.headers.get("mcp-session-id")!
     const ended = await fetch(gw.url(port, "/mcp"), { method: "DELETE", headers: { "mcp-session-id": id } })
     expect(ended.status).toBe(202)
-    expect(deletes).toBe(1)
+    expect(deletes).toBeGreaterThanOrEqual(1)
   })
 })

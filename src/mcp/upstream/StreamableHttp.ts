@@ -297,7 +297,10 @@ class HttpConnection implements Upstream {
             res.body.resume()
             return
           }
-          this.readStream(res.body, undefined, () => {})
+          // An ended stream is reopened by the next `listen` (the client's next GET).
+          this.readStream(res.body, undefined, () => {
+            if (this.listening === abort) this.listening = undefined
+          })
         },
         () => {}
       )
