@@ -25,13 +25,21 @@
  *                            spread that drift over both proxies)
  *   BENCH_SCENARIOS          "get" or "post" to run one scenario only (default both)
  *   BENCH_GATEWAY_NODE_ARGS  extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ *
+ * `node bench/http.ts --workers N` (N ≥ 2) measures throughput instead: the same gateway config
+ * served by 1 worker (the single process) and by N workers (`WORKER_THREADS=N`, a primary and N
+ * cluster workers), same load, ABBA slots, req/s and latency per scenario. CPU per request is not
+ * reported there (the primary's pid does not account for its workers). Throughput only scales
+ * with cores the load generator and the upstream leave free: on a 2-core machine expect little.
  */
 import { execFileSync } from "node:child_process"
 import * as os from "node:os"
+import { parseArgs } from "node:util"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
   CONNECTIONS,
+  context,
   fixed,
   forkServer,
   grouped,
@@ -245,4 +253,60 @@ const main = async (): Promise<void> => {
   process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.`))
 }
 
-await runMain(main)
+// ---------------------------------------------------------------------------------------------
+// --workers N: throughput with 1 and N workers
+
+const WORKERS = (() => {
+  const raw = parseArgs({ options: { workers: { type: "string" } }, strict: true }).values.workers
+  if (raw === undefined) return undefined
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 2) throw new Error(`--workers must be an integer >= 2, got ${raw}`)
+  return n
+})()
+
+const workersReport = (measurements: ReadonlyArray<Measurement<HttpScenario>>, single: string): string => {
+  const rows = measurements.map((m) => {
+    const base = measurements.find((b) => b.scenario === m.scenario && b.proxy === single)
+    const rate = m.requests / m.seconds
+    const baseRate = base === undefined ? NaN : base.requests / base.seconds
+    return [
+      m.scenario.name,
+      m.proxy,
+      grouped(rate),
+      m.proxy === single ? "1.00x" : `${fixed(rate / baseRate, 2)}x`,
+      fixed(m.p50, 2),
+      fixed(m.p99, 2),
+      String(m.non2xx),
+      String(m.errors)
+    ]
+  })
+  return table(["scenario", "gateway", "req/s", "vs 1 worker", "p50 ms", "p99 ms", "non-2xx", "errors"], rows, new Set([2, 3, 4, 5, 6, 7]))
+}
+
+const mainWorkers = async (workers: number): Promise<void> => {
+  const cpus = os.cpus()
+  process.stdout.write(
+    `HTTP throughput, 1 vs ${workers} workers: ${cpus.length} CPU(s), ${CONNECTIONS} connections, ` +
+      `${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured per gateway and scenario\n`
+  )
+  const upstream = await forkServer("upstream", "upstream.ts", [])
+  const one = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
+  const many = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http", workers)
+  const single = "1 worker"
+  const proxies: ReadonlyArray<Proxy> = [proxyOf(single, one.port, one.child), proxyOf(`${workers} workers`, many.port, many.child)]
+  for (const p of proxies) {
+    const problems = await sanityCheck(p.port, true)
+    process.stdout.write(problems.length === 0 ? `sanity check ${p.name}: ok\n` : `sanity check ${p.name}: FAILED\n${problems.map((l) => `  - ${l}\n`).join("")}`)
+  }
+  const measurements: Array<Measurement<HttpScenario>> = []
+  for (const scenario of SELECTED) {
+    process.stdout.write(`running ${scenario.name} ...\n`)
+    measurements.push(...await runScenario(proxies, scenario, pidOf(upstream.child, "upstream")))
+    if (!alive(one.child) || !alive(many.child)) throw new Error(`a gateway died under load\n${one.stderr()}${many.stderr()}`)
+  }
+  process.stdout.write(`\n${workersReport(measurements, single)}\n\n`)
+  process.stdout.write(`load context (load generator, upstream and gateways share ${cpus.length} CPU(s)):\n${context(measurements)}\n`)
+  process.stdout.write(`\nThe "CPU µs/req" lines above count the ${workers}-worker gateway's primary only; ignore them for it.\n`)
+}
+
+await runMain(WORKERS === undefined ? main : () => mainWorkers(WORKERS))

@@ -139,22 +139,28 @@ export const freePort = (): Promise<number> =>
     })
   })
 
-/** Starts dist/main.js with an inline config and waits until its data port answers. */
+/**
+ * Starts dist/main.js with an inline config and waits until its data port answers, and with
+ * `workers` > 1 until its readiness probe says every worker has started.
+ */
 export const startGateway = async (
   config: (port: number) => string,
   /** The npm script that builds dist/ and runs the benchmark, for the error message. */
-  script: string
+  script: string,
+  workers = 1
 ): Promise<{ child: ChildProcess; port: number; stderr: () => string }> => {
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`npm run build\` (npm run ${script} does)`)
   const port = await freePort()
+  const readiness = workers > 1 ? await freePort() : 0
   const child = track(spawn(NODE_BIN, [...GATEWAY_NODE_ARGS, GATEWAY_MAIN, "-c", config(port)], {
     cwd: ROOT,
     env: {
       ...process.env,
       ADMIN_ADDR: "127.0.0.1:0",
       STATS_ADDR: "127.0.0.1:0",
-      READINESS_ADDR: "127.0.0.1:0",
-      CONNECTION_TERMINATION_DEADLINE: "1s"
+      READINESS_ADDR: `127.0.0.1:${readiness}`,
+      CONNECTION_TERMINATION_DEADLINE: "1s",
+      WORKER_THREADS: String(workers)
     },
     // stdout carries one access-log line per request: straight to /dev/null, never a full pipe.
     stdio: ["ignore", "ignore", "pipe"]
@@ -169,7 +175,9 @@ export const startGateway = async (
     if (!alive(child)) throw new Error(`the gateway exited during start-up (code ${child.exitCode}):\n${stderr}`)
     if (Date.now() > deadline) throw new Error(`the gateway did not answer on port ${port} within 20 s:\n${stderr}`)
     const answered = await send(port, { method: "GET", path: "/", headers: {} }).then(() => true, () => false)
-    if (answered) return { child, port, stderr: () => stderr }
+    const ready = !answered || workers === 1 ||
+      await send(readiness, { method: "GET", path: "/healthz/ready", headers: {} }).then((r) => r.status === 200, () => false)
+    if (answered && ready) return { child, port, stderr: () => stderr }
     await sleep(50)
   }
 }

@@ -38,7 +38,12 @@ import { VERSION } from "./Version.ts"
 
 export type ConfigSource =
   | { readonly _tag: "File"; readonly path: string; readonly watch: boolean }
-  | { readonly _tag: "Inline"; readonly text: string }
+  | {
+    readonly _tag: "Inline"
+    readonly text: string
+    /** What errors call the source (a cluster worker names the primary's file). Default: `<inline>`. */
+    readonly name?: string
+  }
   | { readonly _tag: "Stdin" }
 
 export interface Options {
@@ -68,7 +73,7 @@ export const loadIr = (text: string, file: string, env: Env.Lookup): Effect.Effe
     )
   )
 
-const sourceName = (source: ConfigSource) => (source._tag === "File" ? source.path : source._tag === "Stdin" ? "-" : "<inline>")
+const sourceName = (source: ConfigSource) => (source._tag === "File" ? source.path : source._tag === "Stdin" ? "-" : source.name ?? "<inline>")
 
 const readSource = (source: ConfigSource): Effect.Effect<string, ConfigError> =>
   source._tag === "Inline" ? Effect.succeed(source.text) : Load.readText(source._tag === "File" ? source.path : "-")
@@ -98,6 +103,10 @@ export class Gateway extends Context.Service<Gateway, {
   readonly current: () => Ir.Snapshot | undefined
   /** Re-reads the source and applies it; fails (and keeps serving the old snapshot) on any error. */
   readonly reload: Effect.Effect<void, ConfigError>
+  /** Applies this config text as a reload does (a cluster worker gets its configs from the primary). */
+  readonly load: (text: string) => Effect.Effect<void, ConfigError>
+  /** Changes the log level as the admin `POST /logging` does (the primary's admin API, for its workers). */
+  readonly setLogLevel: (level: LogLevel.Level) => void
   readonly ports: () => Ports
   /** Completes when a graceful shutdown was asked for (admin `POST /quitquitquit`). */
   readonly awaitShutdown: Effect.Effect<void>
@@ -196,10 +205,8 @@ export class Gateway extends Context.Service<Gateway, {
         yield* apply(first)
         recordLoad(undefined)
 
-        const reload = Effect.gen(function*() {
-          const next = yield* readSource(options.source)
-          yield* apply(yield* loadIr(next, file, env))
-        }).pipe(
+        const loadText = (next: string) => Effect.flatMap(loadIr(next, file, env), apply)
+        const reload = Effect.flatMap(readSource(options.source), loadText).pipe(
           Effect.tap(() => Effect.sync(() => recordLoad(undefined))),
           Effect.tap(() => Effect.logInfo(`config reloaded from ${file}`)),
           Effect.tapError((e) =>
@@ -258,6 +265,14 @@ export class Gateway extends Context.Service<Gateway, {
         return Gateway.of({
           current: () => current?.compiled.ir,
           reload,
+          load: (next) =>
+            loadText(next).pipe(
+              Effect.tap(() => Effect.sync(() => recordLoad(undefined))),
+              Effect.tapError((e) => Effect.sync(() => recordLoad(e)))
+            ),
+          setLogLevel: (level) => {
+            logControl.level = level
+          },
           awaitShutdown: Deferred.await(shutdown),
           ports: () => ({
             data: new Map(

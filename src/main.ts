@@ -15,11 +15,14 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as os from "node:os"
 import { parseArgs } from "node:util"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
-import { formatIssue } from "./config/ConfigError.ts"
-import { type ConfigSource, Gateway, validate } from "./Gateway.ts"
+import * as WorkerCount from "./cluster/WorkerCount.ts"
+import { ConfigError, formatIssue } from "./config/ConfigError.ts"
+import * as Env from "./config/Env.ts"
+import * as Load from "./config/Load.ts"
+import { type ConfigSource, Gateway, loadIr, validate } from "./Gateway.ts"
+import { releaseStartupMemory } from "./shared/StartupMemory.ts"
 import { VERSION } from "./Version.ts"
 
 const usage = `usage: agentgateway (-f FILE | -f - | -c CONFIG) [--validate-only]
@@ -29,6 +32,8 @@ const usage = `usage: agentgateway (-f FILE | -f - | -c CONFIG) [--validate-only
   -c, --config TEXT    inline config (YAML or JSON), static
       --validate-only  check the config and exit: 0 when valid, 1 with every error listed
   -V, --version        print the version
+
+  WORKER_THREADS=N|auto  serve with N worker processes (default: config.workerThreads, else 1)
 `
 
 const fail = (message: string, code = 2): never => {
@@ -100,24 +105,45 @@ if (parsed["validate-only"] === true) {
 }
 
 /**
- * Start-up (module loading, schema construction, config decoding) grows V8's young generation
- * to its maximum, and an idle process never gives that back. One memory-reducing collection once
- * the first config serves returns it (about 18 MiB of resident memory; `npm run bench:http`
- * reports idle RSS). Under load the young generation grows again as it should.
+ * How many processes serve: `WORKER_THREADS` alone decides when set; otherwise the config's
+ * `workerThreads`, so the config is decoded once here (and again by whoever serves it). Stdin
+ * can be read only once: its text is handed on as an inline config named `-`.
  */
-const releaseStartupMemory = (): void => {
-  setFlagsFromString("--expose-gc")
-  const gc: unknown = runInNewContext("gc")
-  if (typeof gc === "function") gc({ type: "major", execution: "sync", flavor: "last-resort" })
+const plan = await Effect.runPromiseExit(Effect.gen(function*() {
+  const fromEnv = process.env["WORKER_THREADS"]
+  if (fromEnv !== undefined && fromEnv.trim() !== "" && source._tag !== "Stdin") {
+    const resolved = WorkerCount.resolve(undefined, Env.processLookup, os.availableParallelism())
+    if ("message" in resolved) return yield* Effect.fail(new ConfigError({ issues: [{ path: resolved.path, message: resolved.message }] }))
+    if (resolved.count === 1) return { workers: 1, text: undefined }
+  }
+  const name = source._tag === "File" ? source.path : source._tag === "Stdin" ? "-" : "<inline>"
+  const text = source._tag === "Inline" ? source.text : yield* Load.readText(source._tag === "File" ? source.path : "-")
+  const loaded = yield* loadIr(text, name, Env.processLookup)
+  return { workers: loaded.ir.settings.workerThreads, text, name }
+}))
+if (Exit.isFailure(plan)) process.exit(reportFailure(plan.cause))
+
+const teardown = (exit: Exit.Exit<unknown, unknown>, onExit: (code: number) => void) => {
+  if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
+  onExit(reportFailure(exit.cause))
 }
 
-/** Serves until SIGTERM/SIGINT or the admin `POST /quitquitquit`; either way the layer's finalizer drains. */
-const serve = Effect.andThen(Effect.sync(releaseStartupMemory), Effect.flatMap(Effect.service(Gateway), (gateway) => gateway.awaitShutdown))
-
-NodeRuntime.runMain(serve.pipe(Effect.provide(Gateway.layer({ source }))), {
-  disableErrorReporting: true,
-  teardown: (exit, onExit) => {
-    if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
-    onExit(reportFailure(exit.cause))
-  }
-})
+if (plan.value.workers > 1 && plan.value.text !== undefined) {
+  // A primary supervising worker processes; it serves no traffic itself. Imported here only, so
+  // the single-process gateway never loads the cluster code.
+  const Primary = await import("./cluster/Primary.ts")
+  const primary = Primary.run({
+    text: plan.value.text,
+    name: "name" in plan.value ? plan.value.name : "<inline>",
+    watch: source._tag === "File" && source.watch ? source.path : undefined,
+    workers: plan.value.workers,
+    env: Env.processLookup
+  })
+  // Exits explicitly: after a `POST /quitquitquit` no signal makes runMain do it, and cluster state may hold the loop.
+  NodeRuntime.runMain(Effect.scoped(primary), { disableErrorReporting: true, teardown: (exit) => teardown(exit, (code) => process.exit(code)) })
+} else {
+  /** Serves until SIGTERM/SIGINT or the admin `POST /quitquitquit`; either way the layer's finalizer drains. */
+  const serve = Effect.andThen(Effect.sync(releaseStartupMemory), Effect.flatMap(Effect.service(Gateway), (gateway) => gateway.awaitShutdown))
+  const single: ConfigSource = source._tag === "Stdin" && plan.value.text !== undefined ? { _tag: "Inline", text: plan.value.text, name: "-" } : source
+  NodeRuntime.runMain(serve.pipe(Effect.provide(Gateway.layer({ source: single }))), { disableErrorReporting: true, teardown })
+}

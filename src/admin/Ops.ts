@@ -137,6 +137,20 @@ export interface ReloadStatus {
   readonly lastError: { readonly message: string; readonly at: string } | null
   readonly successes: number
   readonly failures: number
+  /** With `workerThreads` > 1: what each worker serves and its last failed load (cluster/Primary.ts). */
+  readonly workers?: ReadonlyArray<WorkerLoadStatus>
+}
+
+export interface WorkerLoadStatus {
+  /** The worker's slot, 1…N; a restarted worker keeps its slot and gets a new pid. */
+  readonly id: number
+  readonly pid: number | null
+  readonly state: "starting" | "serving" | "stopping" | "restarting"
+  /** The config version it serves (null before its first load). */
+  readonly version: string | null
+  /** Its last failed load, cleared by its next success. */
+  readonly lastError: { readonly message: string; readonly at: string } | null
+  readonly restarts: number
 }
 
 export const configDump = (snapshot: () => Ir.Snapshot | undefined, status: () => ReloadStatus, version: string): Route =>

@@ -172,12 +172,47 @@ export class ResponseVars {
   }
 }
 
+/**
+ * Verified client certificates by connection: parsed once per connection, not per request on
+ * it (Node builds a fresh object on every `getPeerCertificate`).
+ */
+const peerCertificates = new WeakMap<TLSSocket, PeerCertificate | undefined>()
+
 /** The verified client certificate of an mTLS connection, if any. */
 const peerCertificate = (ctx: ProxyRequest): PeerCertificate | undefined => {
   const socket: unknown = ctx.raw.socket
   if (!(socket instanceof TLSSocket) || !socket.authorized) return undefined
+  if (peerCertificates.has(socket)) return peerCertificates.get(socket)
   const cert = socket.getPeerCertificate()
-  return cert !== null && typeof cert === "object" && cert.raw !== undefined ? cert : undefined
+  const verified = cert !== null && typeof cert === "object" && cert.raw !== undefined ? cert : undefined
+  peerCertificates.set(socket, verified)
+  return verified
+}
+
+/** An Istio-style SPIFFE id, `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (upstream's `Identity`). */
+const ISTIO_SPIFFE = /^spiffe:\/\/([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/
+
+export interface IstioIdentity {
+  readonly trustDomain: string
+  readonly namespace: string
+  readonly serviceAccount: string
+}
+
+/** The first URI SAN in the Istio SPIFFE form, as upstream's `TlsInfo.identity`. */
+const istioIdentity = (sans: ReadonlyArray<string>): IstioIdentity | undefined => {
+  for (const san of sans) {
+    const m = ISTIO_SPIFFE.exec(san)
+    if (m !== null) return { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[3]! }
+  }
+  return undefined
+}
+
+/** `src.identity` of the access log: the verified client's SPIFFE id, as upstream renders it. */
+export const sourceIdentity = (ctx: ProxyRequest): string | undefined => {
+  const cert = peerCertificate(ctx)
+  if (cert === undefined) return undefined
+  const id = istioIdentity(subjectAltNames(cert))
+  return id === undefined ? undefined : `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`
 }
 
 /** RFC 4514-ish rendering of a certificate name (Node gives a record of attribute → value(s)). */
@@ -226,6 +261,10 @@ export class SourceVars {
     const cert = this.cert
     return cert === undefined ? undefined : subjectAltNames(cert)
   }
+  get identity(): IstioIdentity | undefined {
+    const sans = this.subjectAltNames
+    return sans === undefined ? undefined : istioIdentity(sans)
+  }
   get spiffeId(): string | undefined {
     return this.subjectAltNames?.find((s) => s.startsWith("spiffe://"))
   }
@@ -248,6 +287,8 @@ export class SourceVars {
   toJSON(): Record<string, unknown> {
     const out: Record<string, unknown> = { address: this.address, port: this.port }
     if (this.cert !== undefined) {
+      const identity = this.identity
+      if (identity !== undefined) out["identity"] = identity
       out["subjectAltNames"] = this.subjectAltNames
       out["issuer"] = this.issuer
       out["subject"] = this.subject

@@ -164,8 +164,28 @@ const McpTargetConnection = Schema.Struct({
   host: opt(Str, "URL (`https://example.com/mcp`) or `host` with `port` and `path`."),
   port: opt(Port, "Port, when `host` is a bare host name."),
   path: opt(Str, "Path on the target."),
-  backend: opt(Str, "Name of a top-level backend to reach the target through.")
+  backend: opt(Str, "Name of a top-level host backend to reach the target through (its host and its policies, such as backendTLS).")
 })
+
+/** A field upstream rejects on MCP targets, with its reason. */
+const rejected = (what: string, reason: string) =>
+  Schema.optionalKey(Schema.Null.annotate({ description: `${what}: not allowed here (${reason})`, message: `${what} is not allowed on an MCP target: ${reason}` }))
+
+const TARGET_WIDE = "it applies to the full target set; set it on the route, the MCP backend or `mcp.policies`, or as a top-level policy targeting the backend with `section: <target name>`"
+
+/** Policies on one MCP target (upstream `SimpleLocalBackendPolicies`): they shape its HTTP requests only. */
+export const McpTargetPolicies = Schema.Struct({
+  requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of the requests sent to this target (after the backend's own)."),
+  transformations: unsupported("policy transformations on MCP targets"),
+  backendTLS: opt(BackendTls.Config, "TLS used when connecting to this target (replaces the MCP backend's `backendTLS` for it)."),
+  backendAuth: opt(BackendAuth.Config, "The credential presented to this target: key, passthrough, gcp, credentials (aws signing is refused)."),
+  http: unsupported("policy http"),
+  tcp: unsupported("policy tcp"),
+  backendTunnel: unsupported("policy backendTunnel"),
+  mcpAuthorization: rejected("mcpAuthorization", TARGET_WIDE),
+  mcpGuardrails: rejected("mcpGuardrails", TARGET_WIDE)
+}).annotate({ description: "Transport policies of one MCP target." })
+export type McpTargetPolicies = typeof McpTargetPolicies.Type
 
 export const McpTarget = Schema.Struct({
   name: req(
@@ -206,7 +226,7 @@ export const McpTarget = Schema.Struct({
     ),
     "A REST API whose operations become MCP tools."
   ),
-  policies: opt(Schema.Record(Str, Schema.Unknown), "Backend policies for this target.")
+  policies: opt(McpTargetPolicies, "Connection policies for this target's HTTP requests (not on stdio targets).")
 }).check(exactlyOneOf(["stdio", "mcp", "sse", "openapi"]))
 
 const mcpBackendFields = {
@@ -519,7 +539,7 @@ export const RawConfig = Schema.Struct({
   connectionMinTerminationDeadline: opt(DurationString, "Minimum drain time after SIGTERM. Default: 0s."),
   session: opt(Schema.Struct({ key: req(Str, "64 hex chars: the AES-256-GCM key sealing session ids.") }), "Session sealing."),
   mcp: opt(Schema.Struct({ sessionTtl: opt(DurationString, "Idle MCP session lifetime. Default: 30m.") }), "MCP settings."),
-  workerThreads: opt(Schema.Union([Str, Int]), "Worker count (accepted; one process serves for now)."),
+  workerThreads: opt(Schema.Union([Str, Int]), "Data-plane worker processes: a positive integer or `auto` (one per core); `WORKER_THREADS` overrides. Read at start. Default: 1 (a single process, no cluster)."),
   dns: unsupported("config.dns"),
   localXdsPath: unsupported("config.localXdsPath"),
   modelCatalog: unsupported("config.modelCatalog"),

@@ -7,6 +7,8 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as os from "node:os"
+import * as WorkerCount from "../cluster/WorkerCount.ts"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
 import { firstFoundWins, mostSpecificReplaces } from "../state/PolicyMerge.ts"
@@ -97,10 +99,17 @@ interface Targeted {
   readonly gatewayPhaseByGateway: Array<{ gateway: string; listener?: string; port?: number; policy: Partial<C.GatewayPolicy> }>
   readonly byRoute: Array<{ name: string; namespace: string; ruleName?: string; policy: Partial<C.FilterOrPolicy> }>
   readonly byBackend: Map<string, Partial<C.BackendPolicies>>
+  /** `policies[]` targeting one MCP target of a named backend (`section: <target name>`), by backend then target. */
+  readonly bySection: Map<string, Map<string, { readonly policy: Partial<Ir.McpTargetPolicies>; readonly path: string }>>
 }
 
+/** What a targeted policy may set on one MCP target (upstream `sub_backend_policies`). */
+const SECTION_POLICIES: ReadonlySet<string> = new Set(["requestHeaderModifier", "backendTLS", "backendAuth", "mcpAuthorization"])
+/** What an MCP target takes from the named host backend it goes through. */
+const VIA_BACKEND_POLICIES: ReadonlyArray<keyof Ir.McpTargetPolicies> = ["requestHeaderModifier", "backendTLS", "backendAuth"]
+
 const collectTargeted = (config: C.LocalConfig, issues: Issues): Targeted => {
-  const out: Targeted = { routePhaseByGateway: [], gatewayPhaseByGateway: [], byRoute: [], byBackend: new Map() }
+  const out: Targeted = { routePhaseByGateway: [], gatewayPhaseByGateway: [], byRoute: [], byBackend: new Map(), bySection: new Map() }
   ;(config.policies ?? []).forEach((p, i) => {
     const path = `policies[${i}]`
     const policy = present(p.policy)
@@ -129,6 +138,16 @@ const collectTargeted = (config: C.LocalConfig, issues: Issues): Targeted => {
     } else if (defined(target.route)) {
       const r = target.route
       out.byRoute.push({ name: r.name, namespace: r.namespace, ...(defined(r.ruleName) ? { ruleName: r.ruleName } : {}), policy })
+    } else if (defined(target.backend) && defined(target.backend.backend) && defined(target.backend.backend.section)) {
+      const { name, section } = target.backend.backend
+      if (!SECTION_POLICIES.has(keys[0]!)) {
+        issues.add(`${path}.policy.${keys[0]}`, `a policy targeting an MCP target (section) must be one of: ${[...SECTION_POLICIES].join(", ")}`)
+        return
+      }
+      const sections = out.bySection.get(name) ?? new Map<string, { policy: Partial<Ir.McpTargetPolicies>; path: string }>()
+      out.bySection.set(name, sections)
+      const earlier = sections.get(section)
+      sections.set(section, { policy: firstFoundWins<Ir.McpTargetPolicies>(earlier?.policy ?? {}, policy as Partial<Ir.McpTargetPolicies>), path: earlier?.path ?? path })
     } else if (defined(target.backend) && defined(target.backend.backend)) {
       const name = target.backend.backend.name
       out.byBackend.set(name, firstFoundWins(out.byBackend.get(name) ?? {}, policy as Partial<C.BackendPolicies>))
@@ -167,7 +186,7 @@ const backendRef = (
   const weight = backend.weight ?? 1
   const own = present(backend.policies)
   if (defined(backend.mcp)) {
-    const mcp = mcpBackend(backend.mcp, `${path}.mcp`, ctx.issues)
+    const mcp = mcpBackend(ctx, backend.mcp, `${path}.mcp`, undefined, ctx.issues)
     return { name: `/${routeKey}/backend${index}`, weight, target: mcp, policies: firstFoundWins(own, routeBackendPolicies), path }
   }
   if (defined(backend.host)) {
@@ -188,7 +207,7 @@ const backendRef = (
       return {
         name: `/${backend.backend}`,
         weight,
-        target: mcpBackend(named.backend.mcp, `${named.path}.mcp`, new Issues()),
+        target: mcpBackend(ctx, named.backend.mcp, `${named.path}.mcp`, backend.backend, new Issues()),
         policies: firstFoundWins(own, routeBackendPolicies, present(named.backend.policies), ctx.targeted.byBackend.get(backend.backend) ?? {}),
         path
       }
@@ -422,6 +441,7 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     terminationMinDeadlineMs: ms(raw.connectionMinTerminationDeadline, 0),
     mcpSessionTtlMs: ms(raw.mcp?.sessionTtl, 30 * 60_000),
     sessionKey: raw.session?.key ?? env("SESSION_KEY"),
+    workerThreads: workerThreads(raw, env),
     tracing: tracingSettings(config)
   }
 }
@@ -494,20 +514,46 @@ const tracingSettings = (config: C.LocalConfig): Ir.TracingSettings | undefined 
 
 const MCP_DELIMITERS = /[_+]/
 
-/** An `mcp:` backend (route, named backend or shorthand) → IR; problems go to `issues` under `path`. */
-const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBackend => {
+/**
+ * A target's policies, most specific first (first found wins; `mcpAuthorization` accumulates):
+ * its own inline ones, `policies[]` targeting its section, then those of the named host backend
+ * it goes through (`{backend: name}`).
+ */
+const targetPolicies = (
+  own: C.McpTargetPolicies | null | undefined,
+  section: Partial<Ir.McpTargetPolicies> | undefined,
+  via: Partial<Ir.McpTargetPolicies> | undefined
+): Ir.McpTargetPolicies => {
+  const inline = present(own)
+  const mine: Partial<Ir.McpTargetPolicies> = {}
+  for (const key of VIA_BACKEND_POLICIES) if (defined(inline[key])) (mine as Record<string, unknown>)[key] = inline[key]
+  return firstFoundWins<Ir.McpTargetPolicies>(mine, section ?? {}, via ?? {})
+}
+
+/**
+ * An `mcp:` backend (route, named backend `backendName`, or shorthand) → IR; problems go to
+ * `issues` under `path`. Targets through a named backend take its host and connection policies.
+ */
+const mcpBackend = (ctx: Pick<Context, "named" | "targeted">, mcp: C.McpBackend, path: string, backendName: string | undefined, issues: Issues): Ir.McpBackend => {
   const names = new Set<string>()
+  const sections = backendName === undefined ? undefined : ctx.targeted.bySection.get(backendName)
   const targets = mcp.targets.flatMap((t, i): Array<Ir.McpTarget> => {
     const tpath = `${path}.targets[${i}]`
     if (MCP_DELIMITERS.test(t.name)) issues.add(`${tpath}.name`, `target name "${t.name}" must not contain "_" or "+"`)
     if (names.has(t.name)) issues.add(`${tpath}.name`, `duplicate target name "${t.name}"`)
     names.add(t.name)
-    if (defined(t.policies) && Object.keys(t.policies).length > 0) issues.add(`${tpath}.policies`, unsupportedMessage("per-target MCP policies"))
+    const section = sections?.get(t.name)?.policy
     if (defined(t.stdio)) {
+      // A child process has no HTTP requests to shape; upstream refuses these too.
+      const own = present(t.policies)
+      for (const key of Object.keys(own)) issues.add(`${tpath}.policies.${key}`, "policies are not supported on stdio targets")
+      const stdioSection = section === undefined ? [] : Object.keys(section).filter((k) => k !== "mcpAuthorization")
+      for (const key of stdioSection) issues.add(`${sections?.get(t.name)?.path ?? tpath}.policy.${key}`, `target "${t.name}" is a stdio target: only mcpAuthorization applies to it`)
       return [{
         name: t.name,
         path: tpath,
-        transport: { _tag: "Stdio", cmd: t.stdio.cmd, args: t.stdio.args ?? [], env: t.stdio.env ?? {}, clearEnv: t.stdio.clear_env ?? false }
+        transport: { _tag: "Stdio", cmd: t.stdio.cmd, args: t.stdio.args ?? [], env: t.stdio.env ?? {}, clearEnv: t.stdio.clear_env ?? false },
+        policies: targetPolicies(undefined, section, undefined)
       }]
     }
     const connection = defined(t.mcp) ? { spec: t.mcp, tag: "StreamableHttp" as const, key: "mcp", defaultPath: "/mcp" }
@@ -516,21 +562,38 @@ const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBack
     if (connection === undefined) {
       if (!defined(t.openapi)) return []
       // The document is loaded when the snapshot is built (McpBackend), so a bad one rejects the config there.
-      const endpoint = mcpEndpoint(t.openapi, "")
+      const endpoint = mcpEndpoint(ctx, t.openapi, "")
       if (typeof endpoint === "string") {
         issues.add(`${tpath}.openapi`, endpoint)
         return []
       }
-      return [{ name: t.name, path: tpath, transport: { _tag: "OpenApi", target: endpoint.target, schema: t.openapi.schema } }]
+      const policies = targetPolicies(t.policies, section, endpoint.via)
+      return [{
+        name: t.name,
+        path: tpath,
+        transport: { _tag: "OpenApi", target: endpoint.target, schema: t.openapi.schema, tls: endpoint.tls || defined(policies.backendTLS) },
+        policies
+      }]
     }
     const cpath = `${tpath}.${connection.key}`
-    const endpoint = mcpEndpoint(connection.spec, connection.defaultPath)
+    const endpoint = mcpEndpoint(ctx, connection.spec, connection.defaultPath)
     if (typeof endpoint === "string") {
       issues.add(cpath, endpoint)
       return []
     }
-    return [{ name: t.name, path: tpath, transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path, tls: endpoint.tls } }]
+    const policies = targetPolicies(t.policies, section, endpoint.via)
+    return [{
+      name: t.name,
+      path: tpath,
+      transport: { _tag: connection.tag, target: endpoint.target, path: endpoint.path, tls: endpoint.tls || defined(endpoint.via?.backendTLS) },
+      policies
+    }]
   })
+  if (sections !== undefined) {
+    for (const [section, { path: ppath }] of sections) {
+      if (!names.has(section)) issues.add(`${ppath}.target.backend.backend.section`, `backend "${backendName}" has no MCP target "${section}"`)
+    }
+  }
   return {
     _tag: "Mcp",
     targets,
@@ -541,12 +604,32 @@ const mcpBackend = (mcp: C.McpBackend, path: string, issues: Issues): Ir.McpBack
   }
 }
 
-/** `host` as a URL (`http://h:p/path`) or a bare host with `port` and `path`. */
+interface McpEndpoint {
+  readonly target: Ir.HostTarget
+  readonly path: string
+  readonly tls: boolean
+  /** The connection policies of the named backend the target goes through. */
+  readonly via?: Partial<Ir.McpTargetPolicies>
+}
+
+/** `host` as a URL (`http://h:p/path`), a bare host with `port` and `path`, or a named host backend (`backend`, `path`). */
 const mcpEndpoint = (
+  ctx: Pick<Context, "named" | "targeted">,
   spec: { readonly host?: string | null | undefined; readonly port?: number | null | undefined; readonly path?: string | null | undefined; readonly backend?: string | null | undefined },
   defaultPath: string
-): { readonly target: Ir.HostTarget; readonly path: string; readonly tls: boolean } | string => {
-  if (defined(spec.backend)) return unsupportedMessage("MCP targets through a named backend")
+): McpEndpoint | string => {
+  if (defined(spec.backend)) {
+    if (defined(spec.host)) return "set either host or backend, not both"
+    const named = ctx.named.get(spec.backend)
+    if (named === undefined) return `backend "${spec.backend}" is not defined in backends`
+    if (!defined(named.backend.host)) return `backend "${spec.backend}" is not a host backend`
+    const target = parseHostTarget(named.backend.host)
+    if (typeof target === "string") return `backend "${spec.backend}": ${target}`
+    const all = firstFoundWins<C.BackendPolicies>(present(named.backend.policies), ctx.targeted.byBackend.get(spec.backend) ?? {})
+    const via: Partial<Ir.McpTargetPolicies> = {}
+    for (const key of VIA_BACKEND_POLICIES) if (defined(all[key])) (via as Record<string, unknown>)[key] = all[key]
+    return { target, path: spec.path ?? defaultPath, tls: false, via }
+  }
   if (!defined(spec.host)) return `missing required field "host"`
   if (spec.host.includes("://")) {
     let url: URL
@@ -594,6 +677,12 @@ const expandMcpShorthand = (config: C.LocalConfig, mcp: C.SimpleMcp): C.LocalCon
   return { ...config, binds: [...(config.binds ?? []), bind] }
 }
 
+/** Validated in `normalize` (an invalid count is a config error); here only read. */
+const workerThreads = (raw: C.RawConfig, env: Env.Lookup): number => {
+  const resolved = WorkerCount.resolve(raw.workerThreads, env, os.availableParallelism())
+  return "count" in resolved ? resolved.count : WorkerCount.DEFAULT_WORKERS
+}
+
 /** CONNECTION_TERMINATION_DEADLINE, then config, then TERMINATION_GRACE_PERIOD_SECONDS − 5, else 5 s. */
 const terminationDeadline = (raw: C.RawConfig, env: Env.Lookup): number => {
   const fromEnv = env("CONNECTION_TERMINATION_DEADLINE")
@@ -612,13 +701,19 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
       const path = `backends[${i}]`
       if (named.has(b.name)) issues.add(`${path}.name`, `duplicate backend name "${b.name}"`)
       named.set(b.name, { backend: b, path })
-      if (defined(b.mcp)) mcpBackend(b.mcp, `${path}.mcp`, issues)
       if (defined(b.host)) {
         const target = parseHostTarget(b.host)
         if (typeof target === "string") issues.add(`${path}.host`, target)
       }
     })
     const ctx: Context = { issues, named, targeted: collectTargeted(config, issues) }
+    // After every name is known: a target may go through a backend defined after it.
+    for (const [name, { backend, path }] of named) if (defined(backend.mcp)) mcpBackend(ctx, backend.mcp, `${path}.mcp`, name, issues)
+    for (const [name, sections] of ctx.targeted.bySection) {
+      if (named.get(name)?.backend.mcp === undefined || named.get(name)?.backend.mcp === null) {
+        for (const { path } of sections.values()) issues.add(`${path}.target.backend.backend.section`, `backend "${name}" is not a named MCP backend: only its MCP targets have sections`)
+      }
+    }
     const expanded = defined(config.mcp) ? expandMcpShorthand(config, config.mcp) : config
     const binds = [...fromBinds(ctx, expanded), ...fromGateways(ctx, expanded)]
     const seen = new Map<number, string>()
@@ -627,6 +722,8 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
       if (other !== undefined) issues.add("", `port ${bind.port} is configured by both ${other} and ${bind.key}; binds and gateways must use unique ports`)
       seen.set(bind.port, bind.listeners[0]?.path ?? bind.key)
     }
+    const workers = WorkerCount.resolve(config.config?.workerThreads, env, os.availableParallelism())
+    if ("message" in workers) issues.add(workers.path, workers.message)
     if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
     return Effect.succeed({ binds, settings: settings(config, env), backends: namedBackendRefs(ctx) })
   })

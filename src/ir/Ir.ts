@@ -48,6 +48,8 @@ export interface Settings {
   readonly mcpSessionTtlMs: number
   /** `config.session.key` / `SESSION_KEY`: 64 hex chars sealing MCP session ids (undefined: a random per-process key). */
   readonly sessionKey: string | undefined
+  /** `WORKER_THREADS` / `config.workerThreads`: data-plane worker processes (1: no cluster). Read at start only. */
+  readonly workerThreads: number
   /** `frontendPolicies.tracing` or `config.tracing`; undefined: tracing off (no per-request work). */
   readonly tracing?: TracingSettings | undefined
 }
@@ -145,13 +147,23 @@ export type McpTransport =
     readonly _tag: "OpenApi"
     readonly target: HostTarget
     readonly schema: string | { readonly file: string } | { readonly url: string }
+    /** `https://` host, or a named backend / target with `backendTLS`. */
+    readonly tls: boolean
   }
+
+/**
+ * One target's own policies (inline, `policies[]` targeting its section, the named host backend
+ * it goes through), applied to that target's HTTP requests only; `mcpAuthorization` accumulates
+ * with the backend's rules for its items.
+ */
+export type McpTargetPolicies = Pick<BackendPolicies, "requestHeaderModifier" | "backendTLS" | "backendAuth" | "mcpAuthorization">
 
 export interface McpTarget {
   /** Validated: no `_` or `+` (the naming delimiters). */
   readonly name: string
   readonly transport: McpTransport
   readonly path: string
+  readonly policies?: McpTargetPolicies | undefined
 }
 
 /** An MCP backend: the gateway terminates MCP and federates `targets`. */

@@ -29,10 +29,24 @@ export const MAX_HEADER_BYTES = 16 * 1024
 export interface OpenServer {
   readonly port: number
   readonly protocol: "HTTP" | "HTTPS"
-  readonly mtls: boolean
+  readonly mtls: MtlsMode
   readonly server: http.Server
   /** Resolves once every connection has ended. */
   readonly close: (deadlineMs: number) => Promise<void>
+}
+
+/**
+ * Client certificates on one port: `all` TLS listeners verify them (OpenSSL refuses the
+ * handshake), `mixed` (some do): certificates are requested and checked after the handshake
+ * against the listener SNI chose, so listeners without a client CA still take clients without
+ * one. The verify flags are per server in Node, not per SNI context.
+ */
+type MtlsMode = "off" | "all" | "mixed"
+
+const mtlsMode = (bind: CompiledBind): MtlsMode => {
+  const tls = bind.all.flatMap((l) => (l.tls === undefined ? [] : [l.tls]))
+  const verifying = tls.filter((t) => t.options.requestCert).length
+  return verifying === 0 ? "off" : verifying === tls.length ? "all" : "mixed"
 }
 
 const serverOptions = (settings: Ir.Settings): http.ServerOptions => ({
@@ -97,19 +111,27 @@ export class ListenerSet {
     const scheme = bind.ir.protocol === "HTTPS" ? "https" : "http"
     const handler = RequestHandler.make({ ...this.env, bind: this.bind }, port, scheme)
     let server: http.Server
-    const mtls = bind.all.some((l) => l.tls?.options.requestCert === true)
+    const mtls = mtlsMode(bind)
     if (bind.ir.protocol === "HTTPS") {
       const first = bind.all.find((l) => l.tls !== undefined)?.tls
       server = https.createServer({
         ...serverOptions(settings),
         ...(first?.options ?? {}),
-        requestCert: mtls,
-        rejectUnauthorized: mtls,
+        requestCert: mtls !== "off",
+        rejectUnauthorized: mtls === "all",
         SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => {
           const current = this.bind(port)
           const listener = current?.listeners.find(servername.toLowerCase()) ?? current?.all[0]
           cb(null, listener?.tls?.context)
         }
+      })
+      server.on("secureConnection", (socket: tls.TLSSocket) => {
+        if (socket.authorized) return
+        const current = this.bind(port)
+        if (current === undefined) return
+        const sni = socket.servername
+        const listener = typeof sni === "string" ? (current.listeners.find(sni.toLowerCase()) ?? current.all[0]) : current.all.find((l) => l.tls !== undefined)
+        if (listener?.tls?.options.requestCert === true) socket.destroy()
       })
     } else {
       server = http.createServer(serverOptions(settings))
@@ -157,7 +179,7 @@ export class ListenerSet {
         try {
           for (const bind of next.binds.values()) {
             const existing = this.servers.get(bind.ir.port)
-            const mtls = bind.all.some((l) => l.tls?.options.requestCert === true)
+            const mtls = mtlsMode(bind)
             if (existing !== undefined && existing.protocol === bind.ir.protocol && existing.mtls === mtls) {
               if (bind.ir.protocol === "HTTPS") {
                 const first = bind.all.find((l) => l.tls !== undefined)?.tls

@@ -15,6 +15,8 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type { IncomingMessage, ServerResponse } from "node:http"
+import { TLSSocket } from "node:tls"
+import { sourceIdentity } from "../cel/Context.ts"
 import type { AccessLog } from "../observability/AccessLog.ts"
 import type { RequestMetrics } from "../observability/Metrics.ts"
 import * as Telemetry from "../observability/Telemetry.ts"
@@ -101,6 +103,7 @@ const REQUEST_FIELDS = [
   "route",
   "endpoint",
   "src.addr",
+  "src.identity",
   "http.method",
   "http.host",
   "http.path",
@@ -234,6 +237,25 @@ const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequ
 
 const bindLabel = (port: number) => `bind/${port}`
 
+/**
+ * The listener is chosen by Host, the TLS context (and so the client CA) by SNI: a client
+ * certificate verified for one listener must not open another listener with a different client
+ * CA on the same port (SNI of a listener without mTLS, Host of one with it). The handshake's
+ * listener is found exactly as `Listeners.ts` chose its context.
+ */
+const verifiedFor = (bind: CompiledBind, listener: CompiledListener, socket: unknown): boolean => {
+  const ca = listener.tls?.options.ca
+  if (ca === undefined) return true
+  if (!(socket instanceof TLSSocket) || !socket.authorized) return false
+  const sni = socket.servername
+  const handshake = typeof sni === "string"
+    ? (bind.listeners.find(sni.toLowerCase()) ?? bind.all[0])
+    : bind.all.find((l) => l.tls !== undefined)
+  if (handshake === listener) return true
+  const verifiedWith = handshake?.tls?.options.ca
+  return verifiedWith !== undefined && verifiedWith.equals(ca)
+}
+
 export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
   const bindName = bindLabel(port)
   const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
@@ -278,6 +300,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     let listener: CompiledListener | undefined
     if (bind !== undefined) {
       listener = bind.listeners.find(ctx.host)
+      if (listener !== undefined && !verifiedFor(bind, listener, socket)) listener = undefined
       if (listener !== undefined) {
         ctx.gateway = listener.ir.gatewayName
         ctx.listener = listener.ir.name
@@ -395,6 +418,7 @@ const complete = (
     route?.label,
     ctx.endpoint,
     sourceAddr(ctx.sourceAddress, ctx.sourcePort),
+    sourceIdentity(ctx),
     ctx.method,
     // What the client asked for, not what a urlRewrite made of it.
     ctx.originalUrl?.host ?? ctx.host,

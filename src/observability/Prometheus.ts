@@ -40,10 +40,14 @@ export const namesOf = (family: string): ReadonlyArray<string> => {
 }
 
 /** Renders every metric of the registry, leaving out families named in `removed`. */
-export const format = (context: Context.Context<never>, removed?: ReadonlySet<string>): string => {
+export const format = (context: Context.Context<never>, removed?: ReadonlySet<string>): string =>
+  formatSnapshots(Metric.snapshotUnsafe(context), removed)
+
+/** Renders snapshots (of this process's registry, or merged over worker processes: cluster/MetricsMerge.ts). */
+export const formatSnapshots = (snapshots: Iterable<Metric.Metric.Snapshot>, removed?: ReadonlySet<string>): string => {
   const families = new Map<string, Array<Metric.Metric.Snapshot>>()
   const skipped = new Map<string, boolean>()
-  for (const snapshot of Metric.snapshotUnsafe(context)) {
+  for (const snapshot of snapshots) {
     if (removed !== undefined && removed.size > 0) {
       let skip = skipped.get(snapshot.id)
       if (skip === undefined) {

@@ -145,6 +145,13 @@ export const policy = Policy.define({
         ctx.identity = entry.identity
       }
 
+      const invalid = fail(INVALID)
+      /** A rejected key is stripped too: the access log's CEL fields may show `request.uri`. */
+      const reject = (ctx: ProxyRequest) => {
+        location.remove(ctx)
+        return invalid
+      }
+
       return (next: Policy.Handler): Policy.Handler =>
         Effect.flatMap(currentRequest, (ctx) => {
           const key = location.extract(ctx)
@@ -155,10 +162,10 @@ export const policy = Policy.define({
             accept(ctx, entry)
             return next
           }
-          const rejected = mode === "permissive" ? next : fail(INVALID)
-          if (salted.length === 0) return rejected
+          const permissive = mode === "permissive"
+          if (salted.length === 0) return permissive ? next : reject(ctx)
           return Effect.flatMap(bySalted(key, presented.toString("hex")), (found) => {
-            if (found === undefined) return rejected
+            if (found === undefined) return permissive ? next : reject(ctx)
             accept(ctx, found)
             return next
           })

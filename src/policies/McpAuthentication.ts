@@ -384,7 +384,11 @@ export const policy = Policy.define({
             return next
           }
           return Effect.matchEffect(auth.verify(token), {
-            onFailure: () => (permissive ? next : rejectFor(ctx)),
+            onFailure: () => {
+            if (permissive) return next
+            auth.discard(ctx)
+            return rejectFor(ctx)
+          },
             onSuccess: (verified) => {
               auth.accept(ctx, token, verified)
               return next

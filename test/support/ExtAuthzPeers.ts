@@ -6,6 +6,7 @@
  */
 import * as grpc from "@grpc/grpc-js"
 import * as http from "node:http"
+import * as https from "node:https"
 import * as Proto from "../../src/sidecar/ExtAuthzProto.ts"
 
 export type GrpcAnswer = Proto.CheckResponse | { readonly grpcError: number; readonly details?: string }
@@ -81,9 +82,10 @@ export interface HttpPeer {
   readonly close: () => Promise<void>
 }
 
-export const startHttpPeer = (answer: HttpPeer["answer"]): Promise<HttpPeer> => {
+/** An HTTP peer; with `tls` (certificate and key) it serves HTTPS. */
+export const startHttpPeer = (answer: HttpPeer["answer"], tls?: https.ServerOptions): Promise<HttpPeer> => {
   const peer: Omit<HttpPeer, "port" | "close"> = { calls: [], answer }
-  const server = http.createServer((req, res) => {
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", () => {
@@ -93,7 +95,8 @@ export const startHttpPeer = (answer: HttpPeer["answer"]): Promise<HttpPeer> => 
       res.writeHead(out.status, out.headers ?? {})
       res.end(out.body ?? "")
     })
-  })
+  }
+  const server = tls === undefined ? http.createServer(handler) : https.createServer(tls, handler)
   return new Promise((resolve) => {
     server.listen(0, "127.0.0.1", () => {
       const address = server.address()

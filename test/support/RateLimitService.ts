@@ -94,7 +94,10 @@ interface Decoded {
 
 const num = (v: number | { toNumber(): number } | undefined): number => (v === undefined ? 0 : typeof v === "number" ? v : v.toNumber())
 
-export const startRateLimitService = (initial: ReadonlyArray<Rule> = []): Promise<RateLimitService> => {
+export const startRateLimitService = (
+  initial: ReadonlyArray<Rule> = [],
+  credentials: grpc.ServerCredentials = grpc.ServerCredentials.createInsecure()
+): Promise<RateLimitService> => {
   const requests: Array<SeenRequest> = []
   let rules = initial
   let answer: Answer = {}
@@ -161,7 +164,7 @@ export const startRateLimitService = (initial: ReadonlyArray<Rule> = []): Promis
   )
 
   return new Promise((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) => {
+    server.bindAsync("127.0.0.1:0", credentials, (error, port) => {
       if (error) return reject(error)
       resolve({
         port,
