@@ -148,34 +148,9 @@ export class Gateway extends Context.Service<Gateway, {
         const shutdown = yield* Deferred.make<void>()
 
         // What the admin API reports about loads: generation, version and the last error.
-        let generation = 0
-        let loadedAt: string | undefined
-        let lastAttemptAt: string | undefined
-        let lastError: { readonly message: string; readonly at: string } | undefined
-        let successes = 0
-        let failures = 0
-        const reloadStatus = (): Ops.ReloadStatus => ({
-          current: current === undefined || loadedAt === undefined ? null : { generation, version: current.loaded.version, loadedAt },
-          lastAttemptAt: lastAttemptAt ?? null,
-          lastError: lastError ?? null,
-          successes,
-          failures
-        })
-        const recordLoad = (error: ConfigError | undefined) => {
-          const now = Date.now()
-          const at = new Date(now).toISOString()
-          lastAttemptAt = at
-          if (error === undefined) {
-            generation++
-            successes++
-            loadedAt = at
-            lastError = undefined
-          } else {
-            failures++
-            lastError = { message: error.message, at }
-          }
-          metrics.configLoad(error === undefined, now)
-        }
+        const history = new Ops.ReloadHistory()
+        const reloadStatus = (): Ops.ReloadStatus => history.status(current?.loaded.version)
+        const recordLoad = (error: ConfigError | undefined) => metrics.configLoad(error === undefined, history.record(error?.message))
 
         const apply = (loaded: LoadedIr) => {
           const { ir, source } = loaded

@@ -141,6 +141,47 @@ export interface ReloadStatus {
   readonly workers?: ReadonlyArray<WorkerLoadStatus>
 }
 
+/**
+ * The load history the admin API reports (the single-process gateway's and the cluster
+ * primary's): `record` after every load attempt, `status` with what is serving now.
+ */
+export class ReloadHistory {
+  private generation = 0
+  private loadedAt: string | undefined
+  private lastAttemptAt: string | undefined
+  private lastError: { readonly message: string; readonly at: string } | undefined
+  private successes = 0
+  private failures = 0
+
+  /** Records an attempt (`error` undefined: it serves now); returns its time in ms. */
+  record(error: string | undefined): number {
+    const now = Date.now()
+    const at = new Date(now).toISOString()
+    this.lastAttemptAt = at
+    if (error === undefined) {
+      this.generation++
+      this.successes++
+      this.loadedAt = at
+      this.lastError = undefined
+    } else {
+      this.failures++
+      this.lastError = { message: error, at }
+    }
+    return now
+  }
+
+  status(version: string | undefined, workers?: ReadonlyArray<WorkerLoadStatus>): ReloadStatus {
+    return {
+      current: version === undefined || this.loadedAt === undefined ? null : { generation: this.generation, version, loadedAt: this.loadedAt },
+      lastAttemptAt: this.lastAttemptAt ?? null,
+      lastError: this.lastError ?? null,
+      successes: this.successes,
+      failures: this.failures,
+      ...(workers === undefined ? {} : { workers })
+    }
+  }
+}
+
 export interface WorkerLoadStatus {
   /** The worker's slot, 1…N; a restarted worker keeps its slot and gets a new pid. */
   readonly id: number

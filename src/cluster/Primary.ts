@@ -263,42 +263,20 @@ export const run = (options: Options) =>
       }
 
       // The load history the admin API reports, as the single-process gateway keeps it.
-      let generation = 0
-      let loadedAt: string | undefined
-      let lastAttemptAt: string | undefined
-      let lastError: { readonly message: string; readonly at: string } | undefined
-      let successes = 0
-      let failures = 0
-      const recordLoad = (error: string | undefined) => {
-        const now = Date.now()
-        const at = new Date(now).toISOString()
-        lastAttemptAt = at
-        if (error === undefined) {
-          generation++
-          successes++
-          loadedAt = at
-          lastError = undefined
-        } else {
-          failures++
-          lastError = { message: error, at }
-        }
-        metrics.configLoad(error === undefined, now)
-      }
-      const reloadStatus = (): Ops.ReloadStatus => ({
-        current: loadedAt === undefined ? null : { generation, version: desired.loaded.version, loadedAt },
-        lastAttemptAt: lastAttemptAt ?? null,
-        lastError: lastError ?? null,
-        successes,
-        failures,
-        workers: slots.map((s) => ({
-          id: s.id,
-          pid: s.worker?.process.pid ?? null,
-          state: s.state,
-          version: s.version,
-          lastError: s.lastError,
-          restarts: s.restarts
-        }))
-      })
+      const history = new Ops.ReloadHistory()
+      const recordLoad = (error: string | undefined) => metrics.configLoad(error === undefined, history.record(error))
+      const reloadStatus = (): Ops.ReloadStatus =>
+        history.status(
+          desired.loaded.version,
+          slots.map((s) => ({
+            id: s.id,
+            pid: s.worker?.process.pid ?? null,
+            state: s.state,
+            version: s.version,
+            lastError: s.lastError,
+            restarts: s.restarts
+          }))
+        )
 
       const perWorker = (failed: ReadonlyArray<readonly [Slot, string]>) =>
         failed.map(([s, e]) => `worker ${s.id}: ${e}`).join("\n")
