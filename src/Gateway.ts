@@ -166,7 +166,7 @@ export class Gateway extends Context.Service<Gateway, {
               const prepared = yield* listeners.prepare(built).pipe(Effect.onError(() => Scope.close(scope, Exit.void)))
               // The exporter lives with the snapshot: a reload flushes the old one when its scope closes.
               const tracing = ir.settings.tracing
-              const tracer = tracing === undefined ? undefined : yield* Tracing.make(tracing, context).pipe(Scope.provide(scope))
+              const tracer = tracing === undefined ? undefined : yield* Tracing.make(tracing, context, built.telemetry.span).pipe(Scope.provide(scope))
               const previous = current
               current = { compiled: built, scope, tracer, loaded }
               metrics.setCustomLabels(built.telemetry.metricLabels.map((f) => f.name))

@@ -447,7 +447,13 @@ export const RawTracing = Schema.Struct({
   ),
   headers: opt(Schema.Record(Str, Str), "Headers (gRPC metadata) sent with every export, e.g. an API key."),
   otlpProtocol: opt(Schema.Literals(["grpc", "http"]), "OTLP transport. Default: grpc."),
-  fields: unsupported("config.tracing.fields"),
+  fields: opt(
+    Schema.Struct({
+      add: opt(Schema.Record(Str, Str), "Span attributes to add, each a CEL expression (null or an error adds nothing); `span.name` renames the span."),
+      remove: opt(Schema.Array(Str), "Default span attributes to leave out.")
+    }),
+    "Custom span attributes (deprecated upstream in favour of `frontendPolicies.tracing.attributes`/`remove`)."
+  ),
   randomSampling: opt(TracingSampling, "Share of requests without an incoming trace that start one. Default: false."),
   clientSampling: opt(TracingSampling, "Share of requests whose incoming `traceparent` is sampled that are traced. Default: true."),
   path: opt(Str, "OTLP/HTTP path. Default: `/v1/traces`.")
@@ -458,9 +464,9 @@ export const TracingPolicy = Schema.Struct({
   backend: unsupported("frontendPolicies.tracing.backend"),
   service: unsupported("frontendPolicies.tracing.service"),
   policies: unsupported("frontendPolicies.tracing.policies"),
-  attributes: unsupported("frontendPolicies.tracing.attributes"),
+  attributes: opt(Schema.Record(Str, Str), "Span attributes to add to the request span, each a CEL expression evaluated when the request ends (null or an error adds nothing; a default attribute of the same name is replaced); `span.name` renames the span."),
   resources: unsupported("frontendPolicies.tracing.resources"),
-  remove: unsupported("frontendPolicies.tracing.remove"),
+  remove: opt(Schema.Array(Str), "Default span attributes to leave out (applied before `attributes`)."),
   filter: unsupported("frontendPolicies.tracing.filter"),
   randomSampling: opt(TracingSampling, "Share of requests without an incoming trace that start one. Default: false."),
   clientSampling: opt(TracingSampling, "Share of requests whose incoming `traceparent` is sampled that are traced. Default: true."),

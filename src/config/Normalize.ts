@@ -497,7 +497,9 @@ const tracingSettings = (config: C.LocalConfig): Ir.TracingSettings | undefined 
       path: policy.path ?? "/v1/traces",
       headers: {},
       randomSampling: samplingRate(policy.randomSampling, 0),
-      clientSampling: samplingRate(policy.clientSampling, 1)
+      clientSampling: samplingRate(policy.clientSampling, 1),
+      attributes: named(policy.attributes, "frontendPolicies.tracing.attributes"),
+      remove: policy.remove ?? undefined
     }
   }
   const raw = config.config?.tracing
@@ -508,7 +510,9 @@ const tracingSettings = (config: C.LocalConfig): Ir.TracingSettings | undefined 
     path: raw.path ?? "/v1/traces",
     headers: raw.headers ?? {},
     randomSampling: samplingRate(raw.randomSampling, 0),
-    clientSampling: samplingRate(raw.clientSampling, 1)
+    clientSampling: samplingRate(raw.clientSampling, 1),
+    attributes: named(raw.fields?.add, "config.tracing.fields.add"),
+    remove: raw.fields?.remove ?? undefined
   }
 }
 

@@ -75,6 +75,10 @@ export interface TracingSettings {
   readonly randomSampling: number
   /** Probability (0–1) that a request whose incoming `traceparent` is sampled is traced. */
   readonly clientSampling: number
+  /** `frontendPolicies.tracing.attributes` / `config.tracing.fields.add`: CEL span attributes, in config order. */
+  readonly attributes?: ReadonlyArray<NamedExpression> | undefined
+  /** `frontendPolicies.tracing.remove` / `config.tracing.fields.remove`: default span attributes left out. */
+  readonly remove?: ReadonlyArray<string> | undefined
 }
 
 export interface Bind {

@@ -408,7 +408,7 @@ const complete = (
   env.metrics.request(record)
   const trace = ctx.trace
   if (trace !== undefined) {
-    trace.tracer.end(ctx, trace, status, error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error))
+    trace.tracer.end(ctx, trace, status, error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error), written)
   }
   if (!logged) return
   log.log(REQUEST_FIELDS, [

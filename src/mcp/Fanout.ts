@@ -12,7 +12,7 @@ import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 import { VERSION } from "../Version.ts"
 import type { SseBody } from "./EventStream.ts"
-import { allowAll, type Authorizer, type ItemKind } from "./Hooks.ts"
+import { allowAll, type Authorizer, type ItemKind, type McpLogFields } from "./Hooks.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import type { Session } from "./Session.ts"
@@ -190,17 +190,28 @@ const list = (session: Session, options: Options, request: McpSchema.Request, sp
 const unknownItem = (id: McpSchema.Id, kind: ItemKind, name: string) =>
   fail(id, 400, McpSchema.ErrorCode.InvalidParams, `Unknown ${kind}: ${name}`)
 
-/** Resolves `prefixMode: never` names by reading each target's list. */
+/**
+ * Whether a target lists `name`, reading its pages (`nextCursor`) up to MAX_LIST_PAGES; the
+ * first page comes from the session cache. A failing target does not list it.
+ */
+const listsName = (session: Session, u: Upstream, method: string, key: string, name: string, call: Call): Effect.Effect<boolean> => {
+  const page = (cursor: string | undefined, read: number): Effect.Effect<boolean> =>
+    Effect.flatMap(Effect.result(listOf(session, u, method, cursor === undefined ? undefined : { cursor }, call)), (r) => {
+      if (Result.isFailure(r)) return Effect.succeed(false)
+      const items = McpSchema.field(r.success, key)
+      if (Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === name)) return Effect.succeed(true)
+      const next = McpSchema.field(r.success, "nextCursor")
+      return typeof next === "string" && next !== "" && read + 1 < MAX_LIST_PAGES ? page(next, read + 1) : Effect.succeed(false)
+    })
+  return page(undefined, 0)
+}
+
+/** Resolves `prefixMode: never` names by reading each target's list (all its pages). */
 const findByList = (session: Session, kind: "tool" | "prompt", name: string, call: Call) => {
   const method = kind === "tool" ? "tools/list" : "prompts/list"
   const key = kind === "tool" ? "tools" : "prompts"
   return Effect.map(
-    Effect.forEach(live(session), (u) =>
-      Effect.map(Effect.result(listOf(session, u, method, undefined, call)), (r) => {
-        const items = Result.isSuccess(r) ? McpSchema.field(r.success, key) : undefined
-        return Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === name) ? [u.target] : []
-      })
-    ),
+    Effect.forEach(live(session), (u) => Effect.map(listsName(session, u, method, key, name, call), (found) => (found ? [u.target] : []))),
     (hits) => {
       const flat = hits.flat()
       return flat.length === 1 ? flat[0] : undefined
@@ -287,6 +298,44 @@ const routeByUri = (
   })
 }
 
+/**
+ * The log fields a routed request will get (`mcp.target`, the item's upstream name), known
+ * before it runs: the legacy SSE frontend answers the POST (and logs it) before the call is
+ * routed. `prefixMode: never` names are looked up in the cached first list pages only.
+ */
+export const describe = (session: Session, request: McpSchema.Request, fields: McpLogFields): void => {
+  const naming = session.naming
+  switch (request.method) {
+    case "tools/call":
+    case "prompts/get": {
+      const exposed = McpSchema.field(request.params, "name")
+      if (typeof exposed !== "string") return
+      const tool = request.method === "tools/call"
+      let r = Naming.resolveName(naming, exposed)
+      if (r === undefined && !naming.prefixNames) {
+        const method = tool ? "tools/list" : "prompts/list"
+        const hits = naming.targets.filter((t) => {
+          const items = McpSchema.field(session.cached(t, method), tool ? "tools" : "prompts")
+          return Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === exposed)
+        })
+        if (hits.length === 1) r = { target: hits[0]!, name: exposed }
+      }
+      fields.target = r?.target
+      if (tool) fields.toolName = r?.name
+      else fields.promptName = r?.name
+      return
+    }
+    case "resources/read":
+    case "resources/subscribe":
+    case "resources/unsubscribe": {
+      const uri = McpSchema.field(request.params, "uri")
+      const r = typeof uri === "string" ? Naming.resolveUri(naming, uri) : undefined
+      fields.target = r?.target
+      fields.resourceUri = r?.uri
+    }
+  }
+}
+
 /** Every method but initialize. */
 export const handle = (session: Session, options: Options, request: McpSchema.Request, call: Call): Effect.Effect<Outcome> => {
   const method = request.method
@@ -329,9 +378,16 @@ export const handle = (session: Session, options: Options, request: McpSchema.Re
   }
 }
 
-/** A client notification: fanned out to every target (cancellations of relayed ids are not rewritten). */
-export const notify = (session: Session, message: McpSchema.Notification, context: CallContext): Effect.Effect<void> =>
-  Effect.forEach(live(session), (u) => Effect.ignore(u.send(message, context)), { concurrency: "unbounded", discard: true })
+/**
+ * A client notification: fanned out to every target, except `notifications/cancelled`: its
+ * `requestId` is the client's, so the request it names is abandoned instead (Session.cancelCall)
+ * and each target that request reached is told in its own id space by its transport; naming
+ * nothing in flight, it goes nowhere (a raw id could cancel another client request upstream).
+ */
+export const notify = (session: Session, message: McpSchema.Notification, context: CallContext): Effect.Effect<void> => {
+  if (message.method === "notifications/cancelled") return Effect.sync(() => void session.cancelCall(McpSchema.field(message.params, "requestId")))
+  return Effect.forEach(live(session), (u) => Effect.ignore(u.send(message, context)), { concurrency: "unbounded", discard: true })
+}
 
 /** The client's answer to a relayed server→client request: back to the target, with its own id. */
 export const respond = (session: Session, message: McpSchema.Response, target: string, id: McpSchema.Id, context: CallContext): Effect.Effect<boolean> => {

@@ -13,14 +13,16 @@ import type { PoolSettings, UpstreamPools, UpstreamTls } from "../backends/Pools
 import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
-import type { Handler } from "../pipeline/Policy.ts"
+import type { BuildEnv, Handler } from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
 import { allowAll, type Authorizer } from "./Hooks.ts"
 import { MAX_SESSIONS, MAX_STDIO_SESSIONS, memoryStore, Revocations, type SessionStore, SessionSlots } from "./Session.ts"
 import * as SessionSealer from "./SessionSealer.ts"
 import * as StreamableHttp from "./StreamableHttp.ts"
-import type { Connect } from "./Upstream.ts"
+import * as TargetPolicies from "./TargetPolicies.ts"
+import * as Traced from "./Traced.ts"
+import { type Connect, httpOrigin } from "./Upstream.ts"
 import * as Stdio from "./upstream/Stdio.ts"
 import * as HttpUpstream from "./upstream/StreamableHttp.ts"
 import * as Origin from "./Origin.ts"
@@ -43,6 +45,8 @@ export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & 
 export interface BuildOptions {
   readonly settings: McpSettings
   readonly maxBodyBytes: number
+  /** What per-target policies are built with (backendAuth's `make`). */
+  readonly env?: BuildEnv
   /** The backend reference's merged `mcpAuthorization` (policies/McpAuthorization.ts); allow-all without one. */
   readonly authorize?: Authorizer
   /** The MCP backend's `backendTLS` and its config path: TLS settings for its HTTP targets (and TLS even for `http://` ones, as on host backends). */
@@ -68,37 +72,59 @@ const sealerFor = (settings: McpSettings): Effect.Effect<SessionSealer.SessionSe
   )
 }
 
+/** Without a BuildEnv (direct callers, tests), per-target policies cannot reference other backends. */
+const noBackends = (_spec: unknown, path: string) => Effect.fail(new ConfigError({ issues: [{ path, message: "no backends can be referenced here" }] }))
+
 export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): Effect.Effect<Handler, ConfigError, Scope.Scope | UpstreamPools> =>
   Effect.gen(function*() {
     const sealer = yield* sealerFor(options.settings)
-    /** An https target's TLS: the backend's `backendTLS`, else verification against the system roots and the target's name. */
-    const targetTls = (transport: { readonly target: Ir.HostTarget; readonly tls: boolean }): Effect.Effect<UpstreamTls | undefined, ConfigError> => {
+    /**
+     * An HTTP target's TLS: its own `backendTLS`, else the backend's, else (https) verification
+     * against the system roots and the target's name.
+     */
+    const targetTls = (target: Ir.McpTarget, transport: { readonly target: Ir.HostTarget; readonly tls: boolean }): Effect.Effect<UpstreamTls | undefined, ConfigError> => {
+      const own = target.policies?.backendTLS
+      if (own !== undefined && own !== null) return BackendTls.load(own, transport.target, `${target.path}.policies.backendTLS`)
       if (options.backendTls !== undefined) return BackendTls.load(options.backendTls.config, transport.target, options.backendTls.path)
       return transport.tls ? BackendTls.load({}, transport.target, "backendTLS") : Effect.succeed(undefined)
     }
+    const env: BuildEnv = options.env ?? { maxBufferSize: options.maxBodyBytes, backendCall: noBackends, resolveBackend: noBackends }
     const connects: Array<{ target: string; connect: Connect }> = []
     for (const target of ir.targets) {
       const transport = target.transport
+      let connect: Connect
+      let host: string | undefined
       switch (transport._tag) {
         case "Stdio":
-          connects.push({ target: target.name, connect: Stdio.connect(target.name, transport) })
+          connect = Stdio.connect(target.name, transport)
           break
-        case "StreamableHttp":
-          connects.push({ target: target.name, connect: yield* HttpUpstream.connector(target.name, transport, options.settings, yield* targetTls(transport)) })
-          break
-        case "OpenApi": {
-          const spec = yield* OpenApi.load(transport.schema, `${target.path}.openapi`)
-          connects.push({ target: target.name, connect: yield* OpenApiUpstream.connector(target.name, transport, spec, options.settings) })
+        case "StreamableHttp": {
+          const tls = yield* targetTls(target, transport)
+          host = httpOrigin(transport.target, tls !== undefined).host
+          connect = yield* HttpUpstream.connector(target.name, transport, options.settings, tls)
           break
         }
-        case "Sse":
-          connects.push({ target: target.name, connect: yield* SseUpstream.connector(target.name, transport, options.settings, yield* targetTls(transport)) })
+        case "OpenApi": {
+          const spec = yield* OpenApi.load(transport.schema, `${target.path}.openapi`)
+          const tls = yield* targetTls(target, transport)
+          host = httpOrigin(transport.target, tls !== undefined).host
+          connect = yield* OpenApiUpstream.connector(target.name, transport, spec, options.settings, tls)
           break
+        }
+        case "Sse": {
+          const tls = yield* targetTls(target, transport)
+          host = httpOrigin(transport.target, tls !== undefined).host
+          connect = yield* SseUpstream.connector(target.name, transport, options.settings, tls)
+          break
+        }
       }
+      // Traced outermost: the span's context goes through the target's own policies like any header.
+      connects.push({ target: target.name, connect: Traced.connect(TargetPolicies.connectWith(connect, yield* TargetPolicies.editor(target, host, env))) })
     }
+    const authorize = yield* TargetPolicies.authorizer(options.authorize ?? allowAll, ir.targets)
     const store = options.store ?? memoryStore()
     const scope = yield* Effect.scope
-    const fanout: Fanout.Options = { failOpen: ir.failureMode === "failOpen", stateful: ir.stateful, authorize: options.authorize ?? allowAll }
+    const fanout: Fanout.Options = { failOpen: ir.failureMode === "failOpen", stateful: ir.stateful, authorize }
     const ttl = options.settings.mcpSessionTtlMs
     if (ir.stateful) {
       const reap = Effect.gen(function*() {

@@ -139,6 +139,8 @@ export class Session {
   /** Cached upstream list results by `target|method`, and a generation per `target|method` for races. */
   private readonly cache = new Map<string, unknown>()
   private readonly generation = new Map<string, number>()
+  /** The client's requests in flight, by id: how to abandon each (`notifications/cancelled`). */
+  private readonly calls = new Map<string, () => void>()
 
   constructor(id: string, state: SessionState, scope: Scope.Closeable, naming: Naming.Naming, now: number) {
     this.id = id
@@ -167,6 +169,10 @@ export class Session {
     let out: unknown = message
     if ("id" in message) {
       out = { ...message, id: relayId(target, message.id) }
+    } else if (message.method === "notifications/cancelled") {
+      // The server abandons one of its requests to the client, which knows it by its relayed id.
+      const id = McpSchema.field(message.params, "requestId")
+      if (typeof id === "number" || typeof id === "string") out = { ...message, params: { ...message.params, requestId: relayId(target, id) } }
     } else {
       for (const [method, notification] of Object.entries(LIST_INVALIDATED_BY)) {
         if (notification === message.method) this.invalidate(target, method)
@@ -213,6 +219,30 @@ export class Session {
           }
         })
     )
+  }
+
+  /**
+   * Registers a client request in flight under its JSON-RPC id (a later one with the same id
+   * replaces it); the returned function unregisters it.
+   */
+  trackCall(id: McpSchema.Id, abandon: () => void): () => void {
+    const key = typeof id === "number" ? `n${id}` : `s${id}`
+    this.calls.set(key, abandon)
+    return () => {
+      if (this.calls.get(key) === abandon) this.calls.delete(key)
+    }
+  }
+
+  /**
+   * The client cancelled its request `id`: it is abandoned (interrupted), and each target it
+   * reached is told in its own id space by its transport. False when no such request is in flight.
+   */
+  cancelCall(id: unknown): boolean {
+    if (typeof id !== "number" && typeof id !== "string") return false
+    const abandon = this.calls.get(typeof id === "number" ? `n${id}` : `s${id}`)
+    if (abandon === undefined) return false
+    abandon()
+    return true
   }
 
   /** The GET stream: one per session (a second one replaces the first, which is ended). */

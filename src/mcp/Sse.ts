@@ -108,7 +108,11 @@ export const handler = (backend: Backend): Handler => {
     const reply = Effect.flatMap(run, (outcome) =>
       stream.send(outcome.response) ? Effect.void : Effect.callback<void>((resume) => stream.onDrain(() => resume(Effect.void))))
     open.inFlight++
-    return Effect.forkIn(Effect.ensuring(reply, Effect.sync(() => void open.inFlight--)), session.scope)
+    // A cancelled request is interrupted (its transports tell their targets) and gets no reply.
+    return Effect.map(Effect.forkIn(Effect.ensuring(reply, Effect.sync(() => void open.inFlight--)), session.scope), (fiber) => {
+      const untrack = session.trackCall(request.id, () => fiber.interruptUnsafe())
+      fiber.addObserver(untrack)
+    })
   }
 
   const post = (ctx: ProxyRequest): Handler => {
@@ -139,6 +143,8 @@ export const handler = (backend: Backend): Handler => {
         }
         case "Request":
           if (found.inFlight >= MAX_IN_FLIGHT) return Effect.succeed(plain(429, "too many requests in flight"))
+          // This POST is logged when it is accepted, before the call is routed: its fields are known now.
+          if (ctx.mcp !== undefined) Fanout.describe(session, message.message, ctx.mcp)
           return Effect.as(answer(ctx, found, message.message), accepted)
       }
     })

@@ -73,20 +73,30 @@ const accepts = (ctx: ProxyRequest, type: string) => (Headers.get(ctx.headers, "
 
 export const callContext = (ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
   headers: Fanout.forwardedHeaders(ctx.headers),
-  protocolVersion
+  protocolVersion,
+  request: ctx
 })
 
 /** Visible ASCII only (RFC 9110 field values; the MCP spec's session id rule). */
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/
 
+/** A request the client may cancel (`notifications/cancelled` with its id) while it runs. */
+interface Cancellable {
+  readonly session: Session
+  readonly id: McpSchema.Id
+}
+
 /**
  * Runs a request and answers as SSE once the first frame exists, or with the outcome's own
- * status when nothing was streamed (a denied tool is 400 JSON, a failed upstream 500).
+ * status when nothing was streamed (a denied tool is 400 JSON, a failed upstream 500). A
+ * cancelled request is interrupted (its transports tell their targets) and its stream ends
+ * without a response, as the spec wants for a cancelled request.
  */
-const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra?: Headers.HeaderMap): Handler =>
+const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra?: Headers.HeaderMap, cancellable?: Cancellable): Handler =>
   Effect.callback<ProxyResponse, ProxyError.ProxyError>((resume) => {
     const stream = new SseBody()
     let headSent = false
+    let cancelled = false
     const head = () => {
       if (headSent) return
       headSent = true
@@ -95,7 +105,18 @@ const streamed = (run: (stream: SseBody) => Effect.Effect<Fanout.Outcome>, extra
     stream.onFirst = head
     const fiber = Effect.runFork(run(stream))
     stream.onClose(() => fiber.interruptUnsafe())
+    const untrack = cancellable?.session.trackCall(cancellable.id, () => {
+      cancelled = true
+      fiber.interruptUnsafe()
+    })
     fiber.addObserver((exit) => {
+      untrack?.()
+      if (cancelled) {
+        stream.onFirst = undefined
+        stream.end()
+        head()
+        return
+      }
       if (Exit.isSuccess(exit)) {
         const outcome = exit.value
         if (!headSent && outcome.status !== 200) {
@@ -289,7 +310,10 @@ export const handler = (backend: Backend): Handler => {
         return Effect.as(Fanout.respond(session, message.message, relayed.target, relayed.id, context), accepted())
       }
       case "Request":
-        return streamed((stream) => Fanout.handle(session, backend.options, message.message, { request: ctx, context, stream }))
+        return streamed((stream) => Fanout.handle(session, backend.options, message.message, { request: ctx, context, stream }), undefined, {
+          session,
+          id: message.message.id
+        })
     }
   }
 

@@ -10,6 +10,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as Ir from "../ir/Ir.ts"
+import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import type * as Headers from "../shared/headers.ts"
 import type * as McpSchema from "./McpSchema.ts"
 
@@ -49,6 +50,8 @@ export interface CallContext {
   readonly headers: Headers.HeaderMap | undefined
   /** The protocol version negotiated with the client (sent as MCP-Protocol-Version upstream). */
   readonly protocolVersion: string | undefined
+  /** The downstream request, for per-target policies that read it (backendAuth passthrough: its validated JWT). */
+  readonly request?: ProxyRequest | undefined
 }
 
 /**

@@ -20,6 +20,7 @@ import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 import { reservedLabels } from "./Metrics.ts"
+import type * as Tracing from "./Tracing.ts"
 
 /** Headers redacted whatever the config says: the credentials HTTP and the auth policies use. */
 export const DEFAULT_SENSITIVE_HEADERS: ReadonlyArray<string> = ["authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"]
@@ -49,6 +50,8 @@ export interface Telemetry {
   readonly sensitive: ReadonlySet<string>
   /** Copies a header map with sensitive values replaced (the same map when it has none). */
   readonly redact: CelContext.HeaderView
+  /** The request span's custom attributes and removals; undefined when tracing has none. */
+  readonly span: Tracing.SpanFields | undefined
 }
 
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
@@ -86,6 +89,10 @@ export const compile = (settings: Ir.Settings): Effect.Effect<Telemetry, ConfigE
     const sensitive = new Set([...DEFAULT_SENSITIVE_HEADERS, ...(settings.sensitiveHeaders ?? [])])
     const removed = new Set([...settings.accessLogRemove, ...add.map((f) => f.name)])
     if (sensitive.has(SESSION_HEADER)) removed.add("mcp.session.id")
+    const redact = redactor(sensitive)
+    const spanAdd: Array<Field> = []
+    for (const f of settings.tracing?.attributes ?? []) spanAdd.push({ name: f.name, program: yield* Cel.compile(f.source, f.path) })
+    const spanRemove = settings.tracing?.remove ?? []
     return {
       filter,
       add,
@@ -93,7 +100,8 @@ export const compile = (settings: Ir.Settings): Effect.Effect<Telemetry, ConfigE
       metricLabels,
       removedMetrics: new Set(settings.metricsRemove ?? []),
       sensitive,
-      redact: redactor(sensitive)
+      redact,
+      span: spanAdd.length === 0 && spanRemove.length === 0 ? undefined : { add: spanAdd, remove: new Set(spanRemove), redact }
     }
   })
 
@@ -139,5 +147,6 @@ export const none: Telemetry = {
   metricLabels: [],
   removedMetrics: new Set(),
   sensitive: new Set(DEFAULT_SENSITIVE_HEADERS),
-  redact: redactor(new Set(DEFAULT_SENSITIVE_HEADERS))
+  redact: redactor(new Set(DEFAULT_SENSITIVE_HEADERS)),
+  span: undefined
 }

@@ -15,6 +15,13 @@
  * same bytes for OTLP/HTTP and for gRPC's `ExportTraceServiceRequest`) only when a batch is
  * exported.
  *
+ * Child spans: `child(trace, name, body)` wraps any call the gateway makes for the request
+ * (ext authz, the rate limit service, MCP targets) in a CLIENT span whose `traceparent()` the
+ * caller sends on; the span ends with the call, failure and interruption included. The request
+ * span also carries the access log's protocol fields (`protocol`, `mcp.*`, `a2a.*`), and
+ * `frontendPolicies.tracing.attributes` (CEL, evaluated at the end of the request on the
+ * redacted view the access log uses; `span.name` renames the span) after `remove`.
+ *
  * Export never blocks or fails a request: spans go into a bounded queue, batches are sent one
  * at a time, and a full queue or a failed export drops spans and counts them in
  * `agentgateway_tracing_spans_dropped_total{reason}`.
@@ -30,9 +37,12 @@ import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
 import { randomFillSync } from "node:crypto"
 import * as Undici from "../backends/Undici.ts"
+import type * as Cel from "../cel/Cel.ts"
+import * as CelContext from "../cel/Context.ts"
+import * as Functions from "../cel/Functions.ts"
 import type * as Ir from "../ir/Ir.ts"
 import type * as ProxyError from "../pipeline/ProxyError.ts"
-import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import * as Headers from "../shared/headers.ts"
 import { VERSION } from "../Version.ts"
@@ -156,16 +166,143 @@ export interface SpanSink {
   push(span: SpanRecord): void
 }
 
+/** A compiled span attribute: `frontendPolicies.tracing.attributes` / `config.tracing.fields.add`. */
+export interface SpanAttribute {
+  readonly name: string
+  readonly program: Cel.Program
+}
+
+/** The request span's custom attributes, compiled with the snapshot (observability/Telemetry.ts). */
+export interface SpanFields {
+  /** Evaluated in order after the defaults; a later one with the same name replaces an earlier. */
+  readonly add: ReadonlyArray<SpanAttribute>
+  /** Default attributes left out (applied before `add`, as upstream). */
+  readonly remove: ReadonlySet<string>
+  /** The access log's redacting header view: secrets never reach a span either. */
+  readonly redact: CelContext.HeaderView
+}
+
+/** The attribute that renames the request span instead of being exported (upstream's `span.name`). */
+export const SPAN_NAME_ATTRIBUTE = "span.name"
+
+/** Longest custom attribute value exported; longer ones are cut (CEL may build them from client input). */
+export const MAX_ATTRIBUTE_LENGTH = 4096
+
+/** A CEL result as an OTLP attribute value: scalars as they are, anything else as JSON; null and errors nothing. */
+export const attributeValue = (value: unknown): AttributeValue | undefined => {
+  if (value === undefined || value === null) return undefined
+  if (typeof value === "string") return value.length > MAX_ATTRIBUTE_LENGTH ? value.slice(0, MAX_ATTRIBUTE_LENGTH) : value
+  if (typeof value === "boolean" || typeof value === "number") return value
+  if (typeof value === "bigint") return Number(value)
+  if (value instanceof Error) return undefined
+  const json = Functions.toJsonValue(value)
+  if (json === undefined || json === null) return undefined
+  const text = typeof json === "string" ? json : JSON.stringify(json)
+  return text.length > MAX_ATTRIBUTE_LENGTH ? text.slice(0, MAX_ATTRIBUTE_LENGTH) : text
+}
+
+/**
+ * A CLIENT span for a call made on the request's behalf, a child of the request's span. Its
+ * attributes are set while the call runs; `child` ends it.
+ */
+export class ClientSpan {
+  readonly trace: RequestTrace
+  readonly spanId: string
+  readonly startMs: number
+  name: string
+  readonly attributes: Attributes = []
+  /** Set by the caller to mark the span failed (status ERROR); a failure of the call sets it too. */
+  error: string | undefined = undefined
+  private ended = false
+
+  constructor(trace: RequestTrace, name: string) {
+    this.trace = trace
+    this.name = name
+    this.spanId = newSpanId()
+    this.startMs = performance.now()
+  }
+
+  /** The W3C `traceparent` naming this span as the parent, for the service called. */
+  traceparent(): string {
+    return formatTraceParent(this.trace.traceId, this.spanId, true)
+  }
+
+  set(key: string, value: AttributeValue | undefined): void {
+    push(this.attributes, key, value)
+  }
+
+  /** Records the span once; later calls do nothing. */
+  end(): void {
+    if (this.ended) return
+    this.ended = true
+    if (this.error !== undefined) push(this.attributes, "error", this.error)
+    this.trace.tracer.record({
+      traceId: this.trace.traceId,
+      spanId: this.spanId,
+      parentSpanId: this.trace.spanId,
+      traceState: this.trace.traceState,
+      name: this.name,
+      kind: SPAN_KIND_CLIENT,
+      startMs: this.startMs,
+      endMs: performance.now(),
+      attributes: this.attributes,
+      error: this.error
+    })
+  }
+}
+
+/** A failure's name for a span: a ProxyError's reason, a tagged error's tag. */
+const failureName = (error: unknown): string => {
+  if (typeof error !== "object" || error === null) return "failed"
+  if ("reason" in error && typeof error.reason === "object" && error.reason !== null && "_tag" in error.reason && typeof error.reason._tag === "string") {
+    return error.reason._tag
+  }
+  return "_tag" in error && typeof error._tag === "string" ? error._tag : "failed"
+}
+
+const causeName = (cause: Cause.Cause<unknown>): string => {
+  const failure = cause.reasons.find(Cause.isFailReason)
+  if (failure !== undefined) return failureName(failure.error)
+  return Cause.hasInterruptsOnly(cause) ? "cancelled" : "failed"
+}
+
+/**
+ * Runs `body` inside a CLIENT span that is a child of the request's span. Callers check
+ * `ctx.trace` first, so an untraced request pays one `undefined` check and nothing else.
+ */
+export const child = <A, E, R>(
+  trace: RequestTrace,
+  name: string,
+  body: (span: ClientSpan) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const span = new ClientSpan(trace, name)
+    return Effect.onExit(body(span), (exit) =>
+      Effect.sync(() => {
+        if (Exit.isFailure(exit) && span.error === undefined) span.error = causeName(exit.cause)
+        span.end()
+      }))
+  })
+
 export class Tracer {
   private readonly settings: Ir.TracingSettings
   private readonly sink: SpanSink
   /** Drawn per decision; a test may fix it. */
   private readonly random: () => number
 
-  constructor(settings: Ir.TracingSettings, sink: SpanSink, random: () => number = Math.random) {
+  /** Custom attributes of the request span; undefined: none configured (nothing evaluated). */
+  private readonly fields: SpanFields | undefined
+
+  constructor(settings: Ir.TracingSettings, sink: SpanSink, random: () => number = Math.random, fields?: SpanFields) {
     this.settings = settings
     this.sink = sink
     this.random = random
+    this.fields = fields
+  }
+
+  /** Queues a finished span for export. */
+  record(span: SpanRecord): void {
+    this.sink.push(span)
   }
 
   /** Decides sampling and, when sampled, attaches `ctx.trace`. Called once per request. */
@@ -186,9 +323,9 @@ export class Tracer {
     return rate >= 1 || (rate > 0 && this.random() < rate)
   }
 
-  /** Ends the request's span; `error` is the access log's error text. */
-  end(ctx: ProxyRequest, trace: RequestTrace, status: number, error: string | undefined): void {
-    const attributes: Attributes = []
+  /** Ends the request's span; `error` is the access log's error text, `response` what was written (if anything). */
+  end(ctx: ProxyRequest, trace: RequestTrace, status: number, error: string | undefined, response?: ProxyResponse): void {
+    let attributes: Attributes = []
     push(attributes, "gateway", ctx.gateway)
     push(attributes, "listener", ctx.listener)
     push(attributes, "route_rule", ctx.route?.ruleName)
@@ -204,12 +341,48 @@ export class Tracer {
     if (ctx.pathMatch !== undefined) push(attributes, "http.route", ctx.pathMatch)
     if (status !== 0) attributes.push(["http.response.status_code", status])
     push(attributes, "error", error)
+    const mcp = ctx.mcp
+    const a2a = ctx.a2a
+    push(attributes, "protocol", mcp !== undefined ? "mcp" : a2a !== undefined ? "a2a" : "http")
+    if (mcp !== undefined) {
+      push(attributes, "mcp.method.name", mcp.method)
+      push(attributes, "mcp.target", mcp.target)
+      push(attributes, "gen_ai.tool.name", mcp.toolName)
+      push(attributes, "gen_ai.prompt.name", mcp.promptName)
+      push(attributes, "mcp.resource.uri", mcp.resourceUri)
+    }
+    if (a2a !== undefined) {
+      push(attributes, "a2a.method", a2a.method)
+      push(attributes, "a2a.response.outcome", a2a.outcome)
+      push(attributes, "a2a.response.error_code", a2a.errorCode)
+      push(attributes, "a2a.result.kind", a2a.resultKind)
+      push(attributes, "a2a.task.state", a2a.taskState)
+      push(attributes, "a2a.context.id", a2a.contextId)
+    }
+    let name = spanName(ctx.method, ctx.pathMatch)
+    const fields = this.fields
+    if (fields !== undefined) {
+      if (fields.remove.size > 0) attributes = attributes.filter(([key]) => !fields.remove.has(key))
+      if (fields.add.length > 0) {
+        const activation = new CelContext.LogActivation(ctx, response ?? new ProxyResponse(status, {}, undefined), fields.redact)
+        for (const f of fields.add) {
+          const value = attributeValue(f.program.evalValue(activation))
+          if (f.name === SPAN_NAME_ATTRIBUTE) {
+            if (typeof value === "string" && value !== "") name = value
+            continue
+          }
+          const at = attributes.findIndex(([key]) => key === f.name)
+          if (at !== -1) attributes.splice(at, 1)
+          if (value !== undefined) attributes.push([f.name, value])
+        }
+      }
+    }
     this.sink.push({
       traceId: trace.traceId,
       spanId: trace.spanId,
       parentSpanId: trace.parentSpanId,
       traceState: trace.traceState,
-      name: spanName(ctx.method, ctx.pathMatch),
+      name,
       kind: SPAN_KIND_SERVER,
       startMs: ctx.startTime,
       endMs: performance.now(),
@@ -595,7 +768,7 @@ export class BatchExporter implements SpanSink {
 }
 
 /** The tracer of a config snapshot; its exporter flushes and closes with the snapshot's scope. */
-export const make = (settings: Ir.TracingSettings, context: Context.Context<never>): Effect.Effect<Tracer, never, Scope.Scope> =>
+export const make = (settings: Ir.TracingSettings, context: Context.Context<never>, fields?: SpanFields): Effect.Effect<Tracer, never, Scope.Scope> =>
   Effect.map(
     Effect.acquireRelease(
       Effect.map(
@@ -604,5 +777,5 @@ export const make = (settings: Ir.TracingSettings, context: Context.Context<neve
       ),
       (exporter) => Effect.promise(() => exporter.close())
     ),
-    (exporter) => new Tracer(settings, exporter)
+    (exporter) => new Tracer(settings, exporter, Math.random, fields)
   )

@@ -74,6 +74,7 @@ import { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import * as RequestBody from "../pipeline/RequestBody.ts"
 import { currentRequest, ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
 import * as ResponseBody from "../pipeline/ResponseBody.ts"
+import * as Tracing from "../observability/Tracing.ts"
 import * as Headers from "../shared/headers.ts"
 import { BoundedLru } from "../shared/lru.ts"
 import * as Proto from "../sidecar/ExtAuthzProto.ts"
@@ -582,11 +583,19 @@ const UNDECIDED: Outcome = { _tag: "Undecided" }
 
 const decided = (decision: Decision, cacheable = true): Outcome => ({ _tag: "Decided", decision, cacheable })
 
+/** The CLIENT span of a traced request's call to the authorization service. */
+export const SPAN_NAME = "ext_authz"
+
 interface Check {
-  readonly decide: (ctx: ProxyRequest) => Effect.Effect<Outcome, ProxyError.ProxyError>
+  /** `span`: the call's span when the request is traced (its context goes to the service). */
+  readonly decide: (ctx: ProxyRequest, span: Tracing.ClientSpan | undefined) => Effect.Effect<Outcome, ProxyError.ProxyError>
   /** CEL the check evaluates on the request (so the body is read first when one reads it). */
   readonly programs: ReadonlyArray<Cel.Program>
 }
+
+/** `rpc.service` / `rpc.method` of the span: `Proto.METHOD` in OTel's split form. */
+const GRPC_SERVICE = "envoy.service.auth.v3.Authorization"
+const GRPC_METHOD = "Check"
 
 const grpcCheck = (
   config: PlainShape,
@@ -671,11 +680,19 @@ const grpcCheck = (
     const logFailure = (error: GrpcUnary.GrpcError) =>
       Effect.logDebug(`extAuthz at ${path}: ${client.name} gave no decision (gRPC status ${error.code})`)
 
-    const decide = Effect.fnUntraced(function*(ctx: ProxyRequest) {
+    const decide = Effect.fnUntraced(function*(ctx: ProxyRequest, span: Tracing.ClientSpan | undefined) {
       const body = readBody === undefined ? NO_BODY : yield* readBody(ctx)
       const bytes = Proto.encodeCheckRequest(build(ctx, body))
-      const answer = yield* Effect.result(client.unary(Proto.METHOD, bytes, { timeoutMs: EXT_AUTHZ_TIMEOUT_MS }))
+      if (span !== undefined) {
+        span.set("rpc.system", "grpc")
+        span.set("rpc.service", GRPC_SERVICE)
+        span.set("rpc.method", GRPC_METHOD)
+        span.set("server.address", client.name)
+      }
+      const answer = yield* Effect.result(client.unary(Proto.METHOD, bytes, { timeoutMs: EXT_AUTHZ_TIMEOUT_MS, traceparent: span?.traceparent() }))
+      if (span !== undefined) span.set("rpc.grpc.status_code", Result.isFailure(answer) ? answer.failure.code : GrpcUnary.Status.OK)
       if (Result.isFailure(answer)) {
+        if (span !== undefined) span.error = `gRPC status ${answer.failure.code}`
         yield* logFailure(answer.failure)
         return UNDECIDED
       }
@@ -843,11 +860,21 @@ const httpCheck = (
       for (const b of check.openBodies ?? []) b.abort(new Error("authorization answer not used"))
     }
 
-    const decide = Effect.fnUntraced(function*(ctx: ProxyRequest) {
+    const decide = Effect.fnUntraced(function*(ctx: ProxyRequest, span: Tracing.ClientSpan | undefined) {
       const body = readBody === undefined ? NO_BODY : yield* readBody(ctx)
       const check = build(ctx, body)
       if (check === undefined) return yield* authzFailed
+      if (span !== undefined) {
+        check.headers["traceparent"] = span.traceparent()
+        span.set("server.address", resolved.name)
+        span.set("http.request.method", check.method)
+        span.set("url.path", check.path)
+      }
       const answer = yield* Effect.result(exchange(check))
+      if (span !== undefined) {
+        if (Result.isSuccess(answer)) span.set("http.response.status_code", answer.success.status)
+        else span.error = answer.failure.reason._tag
+      }
       if (Result.isFailure(answer)) {
         release(check)
         yield* Effect.logDebug(`extAuthz at ${path}: ${resolved.name} gave no decision (${answer.failure.reason._tag})`)
@@ -881,6 +908,24 @@ const httpCheck = (
 
 type Failure = { readonly _tag: "Allow" } | { readonly _tag: "Deny" } | { readonly _tag: "DenyWithStatus"; readonly status: number }
 
+/** `ext_authz.decision` (`allow`, `deny`, or `none` when the service gave none) on the call's span. */
+const spanOutcome = (span: Tracing.ClientSpan, outcome: Outcome): void => {
+  switch (outcome._tag) {
+    case "Undecided":
+      span.set("ext_authz.decision", "none")
+      span.error ??= "no decision"
+      return
+    case "Streamed":
+      span.set("ext_authz.decision", "deny")
+      return
+    case "Decided": {
+      const d = outcome.decision
+      span.set("ext_authz.decision", d._tag === "Allow" || d._tag === "HttpAllow" ? "allow" : "deny")
+      if (d._tag === "Respond") span.set("ext_authz.status", d.status)
+    }
+  }
+}
+
 const failureOf = (mode: PlainShape["failureMode"]): Failure => {
   if (!present(mode) || mode === "deny") return { _tag: "Deny" }
   if (mode === "allow") return { _tag: "Allow" }
@@ -904,6 +949,9 @@ const makePlain = (config: PlainShape, env: BuildEnv, path: string): Effect.Effe
         failure._tag === "Deny" ? { _tag: "ExtAuthzFailed" } : { _tag: "ExtAuthzFailed", status: failure.status, unavailable: true }
       ))
 
+    const traced = (trace: Tracing.RequestTrace, ctx: ProxyRequest) =>
+      Tracing.child(trace, SPAN_NAME, (span) => Effect.tap(check.decide(ctx, span), (outcome) => Effect.sync(() => spanOutcome(span, outcome))))
+
     /** The client's answer, or undefined to go on to `next`. */
     const authorize = Effect.fnUntraced(function*(ctx: ProxyRequest) {
       if (readCelBody !== undefined && ctx.body._tag === "Stream") yield* readCelBody(ctx)
@@ -912,7 +960,8 @@ const makePlain = (config: PlainShape, env: BuildEnv, path: string): Effect.Effe
         const hit = cache.lookup(key, yield* Clock.currentTimeMillis)
         if (hit !== undefined) return yield* apply(ctx, hit)
       }
-      const outcome = yield* check.decide(ctx)
+      const trace = ctx.trace
+      const outcome = yield* (trace === undefined ? check.decide(ctx, undefined) : traced(trace, ctx))
       switch (outcome._tag) {
         case "Undecided":
           return yield* noDecision

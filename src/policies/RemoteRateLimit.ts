@@ -52,6 +52,7 @@ import * as Policy from "../pipeline/Policy.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
 import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts"
+import * as Tracing from "../observability/Tracing.ts"
 import * as Headers from "../shared/headers.ts"
 import * as GrpcUnary from "../sidecar/GrpcUnary.ts"
 import * as Rls from "../sidecar/RateLimitProto.ts"
@@ -243,9 +244,13 @@ export class LimiterFailed {
  * The decision procedure behind the middleware: `check` decides a request (taking its hits),
  * `charge` adds hits known only after the response, unconditionally.
  */
+/** The CLIENT span of a traced request's rate limit decision (gRPC call or Redis script). */
+export const SPAN_NAME = "remote_rate_limit"
+
 export interface Limiter {
   readonly name: string
-  readonly check: (descriptors: ReadonlyArray<Evaluated>) => Effect.Effect<Verdict, LimiterFailed>
+  /** `span`: the decision's span when the request is traced; the limiter adds its attributes and context. */
+  readonly check: (descriptors: ReadonlyArray<Evaluated>, span?: Tracing.ClientSpan) => Effect.Effect<Verdict, LimiterFailed>
   readonly charge: (descriptors: ReadonlyArray<Evaluated>) => Effect.Effect<void, LimiterFailed>
 }
 
@@ -301,10 +306,26 @@ export const headersOf = (response: Rls.RateLimitResponse, overLimit: boolean, n
 
 const grpcFailure = (e: GrpcUnary.GrpcError) => new LimiterFailed(`gRPC status ${e.code}: ${e.details}`)
 
+/** `rpc.service` / `rpc.method` of the span: `Rls.METHOD` in OTel's split form. */
+const RLS_SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+const RLS_METHOD = "ShouldRateLimit"
+
+const grpcSpan = (span: Tracing.ClientSpan, client: GrpcUnary.Client) => {
+  span.set("rpc.system", "grpc")
+  span.set("rpc.service", RLS_SERVICE)
+  span.set("rpc.method", RLS_METHOD)
+  span.set("server.address", client.name)
+}
+
 export const grpcLimiter = (client: GrpcUnary.Client, domain: string, now: () => number): Limiter => ({
   name: client.name,
-  check: (descriptors) =>
-    client.unary(Rls.METHOD, encodeCheck(domain, descriptors), { timeoutMs: RLS_TIMEOUT_MS }).pipe(
+  check: (descriptors, span) => {
+    if (span !== undefined) {
+      grpcSpan(span, client)
+      span.set("ratelimit.domain", domain)
+    }
+    return client.unary(Rls.METHOD, encodeCheck(domain, descriptors), { timeoutMs: RLS_TIMEOUT_MS, traceparent: span?.traceparent() }).pipe(
+      Effect.tapError((e) => Effect.sync(() => span?.set("rpc.grpc.status_code", e.code))),
       Effect.mapError(grpcFailure),
       Effect.flatMap((bytes) =>
         Effect.try({
@@ -321,7 +342,8 @@ export const grpcLimiter = (client: GrpcUnary.Client, domain: string, now: () =>
           catch: () => new LimiterFailed("malformed RateLimitResponse")
         })
       )
-    ),
+    )
+  },
   charge: (descriptors) =>
     Effect.asVoid(Effect.mapError(client.unary(Rls.METHOD, encodeCheck(domain, descriptors), { timeoutMs: RLS_TIMEOUT_MS }), grpcFailure))
 })
@@ -347,8 +369,13 @@ const ALLOWED: Verdict = { overLimit: false, headers: undefined, responseHeaders
 
 export const redisLimiter = (store: RedisRateLimiter.RedisRateLimiter, domain: string, name: string): Limiter => ({
   name,
-  check: (descriptors) => {
+  check: (descriptors, span) => {
     const buckets = bucketsOf(domain, descriptors)
+    if (span !== undefined) {
+      span.set("db.system.name", "redis")
+      span.set("ratelimit.domain", domain)
+      span.set("ratelimit.buckets", buckets.length)
+    }
     if (buckets.length === 0) return Effect.succeed(ALLOWED)
     return Effect.map(
       Effect.tryPromise({ try: () => store.decide(buckets, "check"), catch: redisFailure }),
@@ -551,6 +578,15 @@ export const middleware = (settings: Settings, limiter: Limiter, env: Policy.Bui
       ))
     }
 
+    const traced = (trace: Tracing.RequestTrace, evaluated: ReadonlyArray<Evaluated>) =>
+      Tracing.child(trace, SPAN_NAME, (span) => {
+        span.set("ratelimit.descriptors", evaluated.length)
+        return limiter.check(evaluated, span).pipe(
+          Effect.tap((verdict) => Effect.sync(() => span.set("ratelimit.over_limit", verdict.overLimit))),
+          Effect.tapError((failure) => Effect.sync(() => void (span.error = failure.detail)))
+        )
+      })
+
     return ((next) => {
       const decide = (ctx: ProxyRequest): Policy.Handler => {
         const activation = CelContext.forRequest(ctx)
@@ -568,7 +604,9 @@ export const middleware = (settings: Settings, limiter: Limiter, env: Policy.Bui
         const afterResponse = charged !== undefined && charged.some((d) => d !== undefined)
           ? Effect.tap(next, (response) => Effect.sync(() => charge(ctx, charged, response)))
           : next
-        return Effect.matchEffect(limiter.check(evaluated), {
+        const trace = ctx.trace
+        const checked = trace === undefined ? limiter.check(evaluated) : traced(trace, evaluated)
+        return Effect.matchEffect(checked, {
           onFailure: (failure) => onFailure(failure, afterResponse),
           onSuccess: (verdict) => {
             queueHeaders(ctx, verdict)

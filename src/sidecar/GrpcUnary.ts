@@ -67,6 +67,8 @@ export class GrpcError extends Data.TaggedError("GrpcError")<{
 export interface CallOptions {
   /** Deadline of the call, connection included. */
   readonly timeoutMs: number
+  /** W3C trace context of the caller's span, sent as `traceparent` metadata (traced requests only). */
+  readonly traceparent?: string | undefined
 }
 
 export interface Client {
@@ -150,12 +152,13 @@ export const connect = (spec: BackendSpec, env: BuildEnv, path: string): Effect.
     const channel = yield* Effect.acquireRelease(acquire, release)
 
     const pairs = metadataPairs(policies.requestHeaderModifier)
-    const metadata = (): Grpc.Metadata => {
+    const metadata = (traceparent: string | undefined): Grpc.Metadata => {
       const m = new grpc.Metadata()
       for (const [k, v, mode] of pairs) {
         if (mode === "set") m.set(k, v)
         else m.add(k, v)
       }
+      if (traceparent !== undefined) m.set("traceparent", traceparent)
       return m
     }
 
@@ -166,7 +169,7 @@ export const connect = (spec: BackendSpec, env: BuildEnv, path: string): Effect.
           identity,
           identity,
           Buffer.from(request.buffer, request.byteOffset, request.byteLength),
-          metadata(),
+          metadata(options.traceparent),
           { deadline: Date.now() + options.timeoutMs },
           (error, response) => {
             if (error !== null) resume(Effect.fail(new GrpcError({ code: error.code, details: error.details })))

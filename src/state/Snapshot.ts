@@ -92,6 +92,7 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
       ? yield* McpBackend.build(ref.name, target, {
         settings,
         maxBodyBytes: env.maxBufferSize,
+        env,
         ...(ref.policies.backendTLS === undefined || ref.policies.backendTLS === null
           ? {}
           : { backendTls: { config: ref.policies.backendTLS, path: `${ref.path}.policies.backendTLS` } }),

@@ -189,6 +189,6 @@ binds:
     )
     const noOperationId = JSON.stringify(JSON.stringify({ openapi: "3.0.0", info: { title: "t", version: "1" }, paths: { "/a": { get: { responses: {} } } } }))
     expect(await firstIssue(`{schema: ${noOperationId}, host: "127.0.0.1:1"}`)).toMatch(new RegExp(`^${at.replace(/[[\].]/g, "\\$&")}\\.schema: .*operationId`))
-    expect(await firstIssue(`{schema: "{}", backend: other}`)).toBe(`${at}: MCP targets through a named backend is not supported yet by effect-agentgateway`)
+    expect(await firstIssue(`{schema: "{}", backend: other}`)).toBe(`${at}: backend "other" is not defined in backends`)
   })
 })

@@ -6,6 +6,7 @@ import { CreateMessageRequestSchema, ElicitRequestSchema } from "@modelcontextpr
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
+import { startQuickstart } from "../support/Quickstart.ts"
 import { everything } from "../support/mcp/Peers.ts"
 
 
@@ -101,18 +102,7 @@ binds:
 
 describe("the quickstart's MCP demo", () => {
   it("federates two server-everything targets at /mcp", async () => {
-    const fs = await import("node:fs")
-    const path = await import("node:path")
-    const root = path.resolve(import.meta.dirname, "../..")
-    const yaml = fs.readFileSync(path.join(root, "examples/quickstart.yaml"), "utf8")
-      .replaceAll("port: 3000", "port: $P0")
-      .replaceAll("port: 3001", "port: $P1")
-      .replaceAll("127.0.0.1:3001", "127.0.0.1:$P1")
-      .replaceAll("[node_modules/", `[${root}/node_modules/`)
-      .replaceAll("cmd: node", `cmd: "${process.execPath}"`)
-      .replace("adminAddr: localhost:15000", "adminAddr: $ADMIN_ADDR")
-    const p0 = await freePort()
-    const gw = await startGateway(yaml, { vars: { P0: p0, P1: await freePort() } })
+    const { gw, port: p0 } = await startQuickstart()
     try {
       const { client } = await connectClient(gw.url(p0, "/mcp"))
       const names = (await client.listTools()).tools.map((t) => t.name)

@@ -282,8 +282,8 @@ describe("tracing config", () => {
     expect(await issues(`frontendPolicies: {tracing: {randomSampling: true}}\n${routes}`)).toEqual([
       "frontendPolicies.tracing: expected exactly one of: host, backend, service"
     ])
-    expect(await issues(`frontendPolicies: {tracing: {host: "c:1", attributes: {a: "1"}}}\n${routes}`)).toEqual([
-      "frontendPolicies.tracing.attributes: frontendPolicies.tracing.attributes is not supported yet by effect-agentgateway"
+    expect(await issues(`frontendPolicies: {tracing: {host: "c:1", resources: {a: "1"}}}\n${routes}`)).toEqual([
+      "frontendPolicies.tracing.resources: frontendPolicies.tracing.resources is not supported yet by effect-agentgateway"
     ])
   })
 })

@@ -18,6 +18,22 @@ export const freePort = (): Promise<number> =>
     })
   })
 
+/** `n` distinct free ports (held open together while they are picked, so no two are alike). */
+export const freePorts = async (n: number): Promise<Array<number>> => {
+  const servers = await Promise.all(Array.from({ length: n }, () =>
+    new Promise<net.Server>((resolve, reject) => {
+      const server = net.createServer()
+      server.once("error", reject)
+      server.listen(0, "127.0.0.1", () => resolve(server))
+    })))
+  const ports = servers.map((server) => {
+    const address = server.address()
+    return typeof address === "object" && address !== null ? address.port : 0
+  })
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))))
+  return ports
+}
+
 export interface Running {
   readonly ports: Ports
   readonly gateway: Gateway["Service"]

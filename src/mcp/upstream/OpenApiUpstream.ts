@@ -10,12 +10,12 @@
 import * as Effect from "effect/Effect"
 import * as Result from "effect/Result"
 import type { Dispatcher } from "undici"
-import { type PoolSettings, UpstreamPools } from "../../backends/Pools.ts"
+import { type PoolSettings, UpstreamPools, type UpstreamTls } from "../../backends/Pools.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { HOP_BY_HOP } from "../../shared/headers.ts"
 import { VERSION } from "../../Version.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, connectionFailed, httpOrigin, type Upstream, UpstreamError } from "../Upstream.ts"
 import * as OpenApi from "./OpenApi.ts"
 import * as Undici from "../../backends/Undici.ts"
 
@@ -72,13 +72,14 @@ export const connector = (
   target: string,
   transport: Transport,
   spec: OpenApi.OpenApiSpec,
-  settings: PoolSettings
+  settings: PoolSettings,
+  /** An https target's (or a target with `backendTLS`): the pool connects over TLS. */
+  tls?: UpstreamTls | undefined
 ): Effect.Effect<Connect, never, UpstreamPools> =>
   Effect.gen(function*() {
     const pools = yield* UpstreamPools
-    const pool = pools.get(transport.target, settings)
-    const t = transport.target
-    const host = t.port === 80 ? t.host : `${t.host.includes(":") ? `[${t.host}]` : t.host}:${t.port}`
+    const pool = pools.get(transport.target, settings, tls)
+    const { host } = httpOrigin(transport.target, tls !== undefined)
     const toolsResult = { tools: OpenApi.tools(spec) }
     let nextId = 1
     const answer = (result: unknown): Effect.Effect<McpSchema.Response> => Effect.succeed(McpSchema.resultResponse(nextId++, result))

@@ -201,6 +201,12 @@ class SseConnection implements Upstream {
       const message = params === undefined ? { jsonrpc: "2.0", id, method } : { jsonrpc: "2.0", id, method, params }
       return this.post(message, call).pipe(
         Effect.andThen(Deferred.await(response)),
+        // An abandoned request (the client cancelled it or went away): the server is told, in its own id space.
+        Effect.onInterrupt(() =>
+          this.closed || method === "initialize"
+            ? Effect.void
+            : Effect.forkDetach(Effect.ignore(this.post({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: "cancelled by the client" } }, call)))
+        ),
         Effect.ensuring(Effect.sync(() => this.pending.delete(id)))
       )
     })

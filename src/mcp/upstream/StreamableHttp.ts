@@ -242,8 +242,19 @@ class HttpConnection implements Upstream {
         exchange.fail(connectionFailed(this.target, cause))
         return
       }
-      return Effect.sync(() => exchange.abort())
+      return Effect.sync(() => {
+        exchange.abort()
+        // An abandoned request (the client cancelled it or went away): the server is told, in its own id space.
+        if (id !== undefined && method !== "initialize") this.cancelled(id, call)
+      })
     })
+  }
+
+  /** Sends `notifications/cancelled` for request `id`, in the background (the interruption does not wait on it). */
+  private cancelled(id: number, call: CallContext | undefined): void {
+    if (this.closed) return
+    const notification = { jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: id, reason: "cancelled by the client" } }
+    Effect.runFork(Effect.ignore(this.post(notification, notification.method, undefined, call)))
   }
 
   /** Called by a POST's exchange: an initialize answer names the upstream session. */

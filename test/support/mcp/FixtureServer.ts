@@ -6,6 +6,8 @@
  *   add-tool {name}          → registers a tool (list_changed follows)
  *   flood {bytes, chunk}     → sends `bytes` of log notifications, then answers "done"
  *   deep {depth}             → (not listed) a result nested `depth` levels, deeper than a gateway accepts
+ *   slow                     → (not listed) logs "slow started", then waits until the request is cancelled (≤ 30 s)
+ *   cancellations            → (not listed) how many `slow` calls this process saw cancelled, and their request ids
  * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start; FIXTURE_TLS_DIR
  * (a directory with server.pem and server.key) serves http/sse modes over TLS.
  */
@@ -27,6 +29,9 @@ const createServer = (handler: http.RequestListener) =>
     ? http.createServer(handler)
     : https.createServer({ cert: fs.readFileSync(path.join(tlsDir, "server.pem")), key: fs.readFileSync(path.join(tlsDir, "server.key")) }, handler)
 if (process.env["FIXTURE_PID_FILE"]) fs.writeFileSync(process.env["FIXTURE_PID_FILE"], String(process.pid))
+
+/** `slow` calls cancelled so far in this process (by `notifications/cancelled`), with their request ids. */
+const cancelled: Array<string | number> = []
 
 const makeServer = () => {
   const extra: Array<string> = []
@@ -53,6 +58,20 @@ const makeServer = () => {
         }
         return { content: [{ type: "text", text: "done" }] }
       }
+      case "slow": {
+        await ctx.sendNotification({ method: "notifications/message", params: { level: "info", data: "slow started" } })
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 30_000)
+          ctx.signal.addEventListener("abort", () => {
+            clearTimeout(timer)
+            cancelled.push(ctx.requestId)
+            resolve()
+          })
+        })
+        return { content: [{ type: "text", text: "slow done" }] }
+      }
+      case "cancellations":
+        return { content: [{ type: "text", text: JSON.stringify(cancelled) }] }
       case "deep": {
         let nested: unknown = {}
         for (let i = 0; i < Number(args["depth"]); i++) nested = { n: nested }

@@ -1,0 +1,134 @@
+/**
+ * Policies of one MCP target (upstream `LocalMcpTarget.policies`, `policies[]` targeting the
+ * backend's `section: <target>`, and the named host backend a `{backend: name}` target goes
+ * through): they shape that target's HTTP requests only, after the MCP backend's own
+ * backend-phase policies shaped the downstream request every target gets.
+ *
+ * - `backendTLS`: the target's TLS (replaces the backend's for it; McpBackend.build).
+ * - `backendAuth` then `requestHeaderModifier` (the backend phase's order): run on a copy of
+ *   the forwarded headers per call, through the policies' own `make`, so `key`, `passthrough`,
+ *   `credentials` and `gcp` behave as on a host backend. `gcp` ID tokens default their audience
+ *   to the target's host (known here, unlike on the backend). `aws` signing needs the request as
+ *   sent, which the MCP transports build themselves: refused.
+ * - `mcpAuthorization`: accumulated with the backend's rules for this target's items (`authorizer`).
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as ConfigError from "../config/ConfigError.ts"
+import type * as Ir from "../ir/Ir.ts"
+import type { BuildEnv, Handler, Middleware } from "../pipeline/Policy.ts"
+import { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import { ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
+import * as BackendAuth from "../policies/BackendAuth.ts"
+import * as HeaderModifier from "../policies/HeaderModifier.ts"
+import * as McpAuthorization from "../policies/McpAuthorization.ts"
+import * as Headers from "../shared/headers.ts"
+import { allowAll, type Authorizer } from "./Hooks.ts"
+import type { CallContext, Connect, Upstream } from "./Upstream.ts"
+import { UpstreamError } from "./Upstream.ts"
+
+/** Rewrites one call's context (its headers) for a target. */
+export type Edit = (call: CallContext) => Effect.Effect<CallContext, UpstreamError>
+
+/** The terminal the per-target policies wrap: they only edit the request. */
+const DONE: Handler = Effect.succeed(new ProxyResponse(204, Headers.empty(), undefined))
+
+/** A request sharing the downstream one's identity and credentials, with its own headers. */
+const view = (request: ProxyRequest, headers: Headers.HeaderMap): ProxyRequest => {
+  const v = new ProxyRequest(
+    request.raw, request.method, request.path, request.query, request.host, request.authority, request.scheme, request.version,
+    headers, request.sourceAddress, request.sourcePort, request.startTime
+  )
+  v.bind = request.bind
+  v.gateway = request.gateway
+  v.listener = request.listener
+  v.route = request.route
+  v.backend = request.backend
+  v.identity = request.identity
+  v.validatedJwt = request.validatedJwt
+  v.celExtensions = request.celExtensions
+  v.mcp = request.mcp
+  return v
+}
+
+/**
+ * The header edit of a target with `backendAuth` or `requestHeaderModifier`, built once per
+ * snapshot; undefined without either (the target's calls then pass untouched).
+ */
+export const editor = (
+  target: Ir.McpTarget,
+  host: string | undefined,
+  env: BuildEnv
+): Effect.Effect<Edit | undefined, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const policies = target.policies ?? {}
+    const auth = policies.backendAuth ?? undefined
+    const modifier = policies.requestHeaderModifier ?? undefined
+    if (auth === undefined && modifier === undefined) return undefined
+    const authPath = `${target.path}.policies.backendAuth`
+    if (auth !== undefined && typeof auth !== "string" && auth.aws !== undefined && auth.aws !== null) {
+      return yield* Effect.fail(ConfigError.make(authPath, "aws signing is not supported on MCP targets"))
+    }
+    const compiled = modifier === undefined ? undefined : HeaderModifier.compile(modifier)
+    const middleware: Middleware | undefined = auth === undefined ? undefined : yield* BackendAuth.policy.make(auth, env, authPath)
+    const run = middleware === undefined ? undefined : middleware(DONE)
+    const failed = (cause: unknown) =>
+      new UpstreamError({ target: target.name, message: "backend authentication failed", detail: cause instanceof Error ? cause.message : String(cause) })
+    return (call) => {
+      const headers: Headers.HeaderMap = { ...call.headers }
+      const request = call.request
+      const finish = () => {
+        if (compiled !== undefined) HeaderModifier.apply(compiled, headers)
+        return { ...call, headers }
+      }
+      if (run === undefined || request === undefined) return Effect.succeed(finish())
+      // The destination, for policies that derive from it (a gcp ID token's default audience).
+      if (host !== undefined) headers["host"] = host
+      const v = view(request, headers)
+      return Effect.provideService(run, RequestContext, v).pipe(
+        Effect.flatMap(() => {
+          const signer = v.upstreamSigner
+          v.upstreamSigner = undefined
+          return signer === undefined ? Effect.void : signer(v)
+        }),
+        Effect.mapError(failed),
+        Effect.map(finish)
+      )
+    }
+  })
+
+/** The upstream with every call's context edited first (listen included: it carries headers too). */
+export const wrap = (upstream: Upstream, edit: Edit): Upstream => ({
+  target: upstream.target,
+  request: (method, params, call) => Effect.flatMap(edit(call), (c) => upstream.request(method, params, c)),
+  send: (message, call) => Effect.flatMap(edit(call), (c) => upstream.send(message, c)),
+  listen: (call) => Effect.flatMap(Effect.orElseSucceed(edit(call), () => call), (c) => upstream.listen(c)),
+  resumeToken: () => upstream.resumeToken()
+})
+
+export const connectWith = (connect: Connect, edit: Edit | undefined): Connect =>
+  edit === undefined ? connect : (inbound, resume) => Effect.map(connect(inbound, resume), (u) => wrap(u, edit))
+
+/**
+ * The backend's authorizer with each target's own `mcpAuthorization` added for that target's
+ * items (a deny at either level hides the item); the backend's unchanged when no target has rules.
+ */
+export const authorizer = (
+  backend: Authorizer,
+  targets: ReadonlyArray<Ir.McpTarget>
+): Effect.Effect<Authorizer, ConfigError.ConfigError> =>
+  Effect.gen(function*() {
+    const own = new Map<string, Authorizer>()
+    for (const t of targets) {
+      const rules = yield* McpAuthorization.authorizer(t.policies?.mcpAuthorization, `${t.path}.policies.mcpAuthorization`)
+      if (rules !== allowAll) own.set(t.name, rules)
+    }
+    if (own.size === 0) return backend
+    return (item, request) => {
+      if (!backend(item, request)) return false
+      const target = own.get(item.target)
+      return target === undefined || target(item, request)
+    }
+  })

@@ -1,0 +1,304 @@
+/**
+ * Per-target MCP policies over real sockets: `backendAuth` (key, passthrough) and
+ * `requestHeaderModifier` on one target's requests only (seen by a recording proxy in front of
+ * each Streamable HTTP fixture), `backendTLS` per target, `{backend: name}` targets taking the
+ * named backend's host and `backendTLS`, and target-level `mcpAuthorization` (a top-level policy
+ * targeting the backend's `section: <target>`) accumulating with the route's rules.
+ */
+import { exportJWK, generateKeyPair, SignJWT } from "jose"
+import type { ChildProcess } from "node:child_process"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { Client } from "@modelcontextprotocol/sdk/client/index.js"
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
+import { connectClient } from "../support/McpClient.ts"
+import { fixture, startFixture, tlsDir } from "../support/mcp/Peers.ts"
+
+const BOTH = "application/json, text/event-stream"
+
+interface Seen {
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: string
+}
+
+/** A plain HTTP proxy in front of a fixture that records every request it forwards. */
+const recordingProxy = async (upstreamPort: number): Promise<{ port: number; seen: Array<Seen>; close: () => Promise<void> }> => {
+  const seen: Array<Seen> = []
+  const server = http.createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (c: Buffer) => chunks.push(c))
+    req.on("end", () => {
+      const body = Buffer.concat(chunks)
+      seen.push({ headers: req.headers, body: body.toString("utf8") })
+      const out = http.request({ host: "127.0.0.1", port: upstreamPort, method: req.method, path: req.url, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers)
+        up.pipe(res)
+      })
+      out.on("error", () => res.destroy())
+      out.end(body)
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  const address = server.address()
+  const port = typeof address === "object" && address !== null ? address.port : 0
+  return {
+    port,
+    seen,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      })
+  }
+}
+
+/** The recorded POSTs carrying a `tools/call`. */
+const toolCalls = (seen: ReadonlyArray<Seen>) => seen.filter((s) => s.body.includes(`"method":"tools/call"`))
+
+const connectWithToken = async (url: string, bearer: string) => {
+  const client = new Client({ name: "test", version: "1.0.0" })
+  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${bearer}` } } }))
+  return { client }
+}
+
+const keys = await generateKeyPair("RS256")
+const JWKS = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "RS256" }] })
+const token = await new SignJWT({ iss: "issuer.test", aud: "aud.test", sub: "alice", exp: Math.floor(Date.now() / 1000) + 600 })
+  .setProtectedHeader({ alg: "RS256", kid: "k1" })
+  .sign(keys.privateKey)
+
+/** One operation, `whoami`, answered by the REST server with the headers it got. */
+const OPENAPI = JSON.stringify(JSON.stringify({
+  openapi: "3.0.0",
+  info: { title: "rest", version: "1" },
+  paths: { "/whoami": { get: { operationId: "whoami", responses: { "200": { description: "ok" } } } } }
+}))
+
+const config = (jwks: string) => `
+backends:
+- name: rest
+  host: 127.0.0.1:$REST
+  policies:
+    requestHeaderModifier: {set: {x-via: rest}}
+- name: secure
+  host: localhost:$TLS
+  policies:
+    backendTLS: {root: ${path.join(tlsDir, "ca.pem")}}
+- name: fed
+  mcp:
+    targets:
+    - name: a
+      mcp: {host: "http://127.0.0.1:$PA/mcp"}
+      policies:
+        backendAuth: {key: secret-a}
+        requestHeaderModifier: {set: {x-target: a}, remove: [x-drop]}
+    - name: b
+      mcp: {host: "http://127.0.0.1:$PB/mcp"}
+    - name: local
+      stdio: {cmd: "${process.execPath}", args: ["${fixture}", "stdio"], env: {FIXTURE_NAME: local}}
+policies:
+- name: {name: hide-b-echo, namespace: default}
+  target: {backend: {backend: {name: fed, namespace: default, section: b}}}
+  policy:
+    mcpAuthorization: {rules: [{deny: 'mcp.tool.name == "echo"'}]}
+- name: {name: hide-local-flood, namespace: default}
+  target: {backend: {backend: {name: fed, namespace: default, section: local}}}
+  policy:
+    mcpAuthorization: {rules: [{deny: 'mcp.tool.name == "flood"'}]}
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - name: fed
+      matches: [{path: {pathPrefix: /fed}}]
+      policies:
+        mcpAuthorization: {rules: [{deny: 'mcp.tool.name == "pid"'}]}
+      backends: [{backend: fed}]
+    - name: tls
+      matches: [{path: {pathPrefix: /tls}}]
+      backends:
+      - mcp:
+          targets:
+          - name: s
+            mcp: {host: "https://localhost:$TLS/mcp"}
+            policies:
+              backendTLS: {root: ${path.join(tlsDir, "ca.pem")}}
+          - name: p
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
+    - name: untrusted
+      matches: [{path: {pathPrefix: /untrusted}}]
+      backends:
+      - mcp:
+          targets:
+          - name: s
+            mcp: {host: "https://localhost:$TLS/mcp"}
+    - name: named
+      matches: [{path: {pathPrefix: /named}}]
+      backends:
+      - mcp:
+          targets:
+          - name: s
+            mcp: {backend: secure, path: /mcp}
+    - name: openapi
+      matches: [{path: {pathPrefix: /openapi}}]
+      backends:
+      - mcp:
+          targets:
+          - name: api
+            openapi: {schema: ${OPENAPI}, backend: rest}
+    - name: jwt
+      matches: [{path: {pathPrefix: /jwt}}]
+      policies:
+        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
+      backends:
+      - mcp:
+          targets:
+          - name: a
+            mcp: {host: "http://127.0.0.1:$PA/mcp"}
+            policies: {backendAuth: {passthrough: {}}}
+          - name: b
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
+`
+
+describe("per-target MCP policies", () => {
+  let alpha: { port: number; child: ChildProcess }
+  let beta: { port: number; child: ChildProcess }
+  let secure: { port: number; child: ChildProcess }
+  let pa: Awaited<ReturnType<typeof recordingProxy>>
+  let pb: Awaited<ReturnType<typeof recordingProxy>>
+  let gw: Running
+  let port: number
+  let dir: string
+  let rest: http.Server
+  beforeAll(async () => {
+    rest = http.createServer((req, res) => {
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify({ path: req.url, via: req.headers["x-via"] ?? null }))
+    })
+    await new Promise<void>((resolve) => rest.listen(0, "127.0.0.1", resolve))
+    const restAddress = rest.address()
+    const restPort = typeof restAddress === "object" && restAddress !== null ? restAddress.port : 0
+    ;[alpha, beta, secure] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta"), startFixture("http", "secure", true)])
+    pa = await recordingProxy(alpha.port)
+    pb = await recordingProxy(beta.port)
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-target-"))
+    const jwks = path.join(dir, "jwks.json")
+    fs.writeFileSync(jwks, JWKS)
+    port = await freePort()
+    gw = await startGateway(config(jwks), { vars: { PORT: port, PA: pa.port, PB: pb.port, TLS: secure.port, REST: restPort } })
+  })
+  afterAll(async () => {
+    await gw.stop()
+    await pa.close()
+    await pb.close()
+    await new Promise<void>((resolve) => rest.close(() => resolve()))
+    for (const p of [alpha, beta, secure]) p.child.kill()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("backendAuth and requestHeaderModifier shape only their target's requests", async () => {
+    const { client } = await connectClient(gw.url(port, "/fed/mcp"))
+    pa.seen.length = 0
+    pb.seen.length = 0
+    expect((await client.callTool({ name: "a_echo", arguments: { text: "x" } })).content).toEqual([{ type: "text", text: "alpha: x" }])
+    expect((await client.callTool({ name: "b_add-tool", arguments: { name: "n" } })).content).toEqual([{ type: "text", text: "added" }])
+    const [toA] = toolCalls(pa.seen)
+    const [toB] = toolCalls(pb.seen)
+    expect(toA?.headers["authorization"]).toBe("Bearer secret-a")
+    expect(toA?.headers["x-target"]).toBe("a")
+    expect(toB?.headers["authorization"]).toBeUndefined()
+    expect(toB?.headers["x-target"]).toBeUndefined()
+    // Every request to the target carries them (initialize and notifications too), not only calls.
+    expect(pa.seen.length).toBeGreaterThan(0)
+    await client.close()
+    const init = await fetch(gw.url(port, "/fed/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json", "x-drop": "gone", authorization: "Bearer client" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } })
+    })
+    expect(init.status).toBe(200)
+    await init.text()
+    const lastA = pa.seen.at(-1)!
+    const lastB = pb.seen.at(-1)!
+    expect(lastA.body).toContain(`"method":"initialize"`)
+    expect(lastA.headers["authorization"]).toBe("Bearer secret-a")
+    expect(lastA.headers["x-drop"]).toBeUndefined()
+    // The other target gets the downstream headers as they are.
+    expect(lastB.headers["authorization"]).toBe("Bearer client")
+    expect(lastB.headers["x-drop"]).toBe("gone")
+  })
+
+  it("passthrough re-adds the validated JWT for its target only", async () => {
+    const { client } = await connectWithToken(gw.url(port, "/jwt/mcp"), token)
+    pa.seen.length = 0
+    pb.seen.length = 0
+    await client.callTool({ name: "a_echo", arguments: { text: "1" } })
+    await client.callTool({ name: "b_echo", arguments: { text: "2" } })
+    expect(toolCalls(pa.seen)[0]?.headers["authorization"]).toBe(`Bearer ${token}`)
+    // jwtAuth consumed the credential: the target without passthrough does not get it.
+    expect(toolCalls(pb.seen)[0]?.headers["authorization"]).toBeUndefined()
+    await client.close()
+  })
+
+  it("target-level mcpAuthorization accumulates with the route's rules", async () => {
+    const { client } = await connectClient(gw.url(port, "/fed/mcp"))
+    const names = (await client.listTools()).tools.map((t) => t.name)
+    // Route: no pid anywhere. Target b: no echo. Target local: no flood.
+    expect(names.filter((n) => !n.endsWith("_n"))).toEqual(["a_echo", "a_add-tool", "a_flood", "b_add-tool", "b_flood", "local_echo", "local_add-tool"])
+    await expect(client.callTool({ name: "b_echo", arguments: { text: "x" } })).rejects.toThrow("Unknown tool: b_echo")
+    await expect(client.callTool({ name: "a_pid" })).rejects.toThrow("Unknown tool: a_pid")
+    await expect(client.callTool({ name: "local_flood", arguments: { bytes: 1 } })).rejects.toThrow("Unknown tool: local_flood")
+    expect((await client.callTool({ name: "local_echo", arguments: { text: "ok" } })).content).toEqual([{ type: "text", text: "local: ok" }])
+    await client.close()
+    // The raw answer to a denied call: HTTP 400, JSON-RPC -32602.
+    const init = await fetch(gw.url(port, "/fed/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } })
+    })
+    const sid = init.headers.get("mcp-session-id")!
+    await init.text()
+    const denied = await fetch(gw.url(port, "/fed/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json", "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "b_echo", arguments: { text: "x" } } })
+    })
+    expect(denied.status).toBe(400)
+    expect(await denied.json()).toEqual({ jsonrpc: "2.0", id: 2, error: { code: -32602, message: "Unknown tool: b_echo" } })
+  })
+
+  it("backendTLS applies per target: its own root for the https target, plain HTTP for the other", async () => {
+    const { client } = await connectClient(gw.url(port, "/tls/mcp"))
+    expect((await client.callTool({ name: "s_echo", arguments: { text: "tls" } })).content).toEqual([{ type: "text", text: "secure: tls" }])
+    expect((await client.callTool({ name: "p_echo", arguments: { text: "plain" } })).content).toEqual([{ type: "text", text: "beta: plain" }])
+    await client.close()
+  })
+
+  it("an https target without a root that trusts it fails to initialize", async () => {
+    const res = await fetch(gw.url(port, "/untrusted/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } })
+    })
+    expect(res.status).toBe(500)
+    expect(await res.json()).toEqual({ jsonrpc: "2.0", id: 1, error: { code: -32603, message: "failed to send message: s: upstream connection failed" } })
+  })
+
+  it("a {backend: name} target uses the named backend's host and backendTLS", async () => {
+    const { client } = await connectClient(gw.url(port, "/named/mcp"))
+    expect(client.getServerVersion()?.name).toBe("secure")
+    expect((await client.callTool({ name: "echo", arguments: { text: "via backend" } })).content).toEqual([{ type: "text", text: "secure: via backend" }])
+    await client.close()
+  })
+
+  it("an OpenAPI target through a named backend calls its host with its policies", async () => {
+    const { client } = await connectClient(gw.url(port, "/openapi/mcp"))
+    const result = await client.callTool({ name: "whoami", arguments: {} })
+    expect(result.structuredContent).toEqual({ path: "/whoami", via: "rest" })
+    await client.close()
+  })
+})
