@@ -18,18 +18,14 @@
  * BENCH_GATEWAY_NODE_ARGS as for bench/http.ts.
  */
 import { exportJWK, generateKeyPair, SignJWT } from "jose"
-import { execFileSync } from "node:child_process"
-import * as os from "node:os"
 import {
   alive,
-  CONNECTIONS,
   fixed,
   forkServer,
   grouped,
-  MEASURE_SECONDS,
   type Measurement,
-  NODE_BIN,
   pidOf,
+  printHeader,
   type Proxy,
   proxyOf,
   reportTail,
@@ -41,7 +37,6 @@ import {
   startGateway,
   table,
   verdict,
-  WARMUP_SECONDS
 } from "./lib.ts"
 
 /** A cached valid token may add at most this much CPU per request over the open route. */
@@ -124,13 +119,7 @@ const report = (measurements: ReadonlyArray<Measurement>): string => {
 }
 
 const main = async (): Promise<void> => {
-  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim()
-  if (!nodeVersion.startsWith("v24.")) process.stderr.write(`warning: ${NODE_BIN} is ${nodeVersion}, not Node 24\n`)
-  const cpus = os.cpus()
-  process.stdout.write(
-    `Auth benchmark: ${nodeVersion}, ${cpus.length} CPU(s) (${cpus[0]?.model.trim() ?? "unknown"}), ` +
-      `${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured per route\n`
-  )
+  const cores = printHeader("Auth benchmark", "per route")
   const upstream = await forkServer("upstream", "upstream.ts", [])
   const gateway = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:auth")
   const upstreamPid = pidOf(upstream.child, "upstream")
@@ -148,7 +137,7 @@ const main = async (): Promise<void> => {
   const measurements = await runScenario(proxies, SMALL_GET, upstreamPid)
   if (!alive(gateway.child)) throw new Error(`the gateway died under load\n${gateway.stderr()}`)
   process.stdout.write(`\n${report(measurements)}\n\n`)
-  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, "Both rows are one gateway process measured in separate slots, each loading one route."))
+  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cores, "Both rows are one gateway process measured in separate slots, each loading one route."))
 }
 
 await runMain(main)

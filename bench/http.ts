@@ -32,7 +32,6 @@
  * reported there (the primary's pid does not account for its workers). Throughput only scales
  * with cores the load generator and the upstream leave free: on a 2-core machine expect little.
  */
-import { execFileSync } from "node:child_process"
 import * as os from "node:os"
 import { parseArgs } from "node:util"
 import { setTimeout as sleep } from "node:timers/promises"
@@ -48,8 +47,8 @@ import {
   type Memory,
   memory,
   mib,
-  NODE_BIN,
   pidOf,
+  printHeader,
   type Proxy,
   proxyOf,
   reportTail,
@@ -208,13 +207,7 @@ const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<string, 
 // Main
 
 const main = async (): Promise<void> => {
-  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim()
-  if (!nodeVersion.startsWith("v24.")) process.stderr.write(`warning: ${NODE_BIN} is ${nodeVersion}, not Node 24\n`)
-  const cpus = os.cpus()
-  process.stdout.write(
-    `HTTP benchmark: ${nodeVersion}, ${cpus.length} CPU(s) (${cpus[0]?.model.trim() ?? "unknown"}), ` +
-      `${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured per proxy and scenario\n`
-  )
+  const cores = printHeader("HTTP benchmark", "per proxy and scenario")
 
   const upstream = await forkServer("upstream", "upstream.ts", [])
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`
@@ -250,7 +243,7 @@ const main = async (): Promise<void> => {
 
   process.stdout.write(`\n${report(measurements)}\n\n`)
   process.stdout.write(`${memoryReport(proxies, atEnd)}\n\n`)
-  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.`))
+  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cores, `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.`))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process
 import { existsSync, readFileSync, readlinkSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
 import { setTimeout as sleep } from "node:timers/promises"
 import { fileURLToPath } from "node:url"
@@ -603,4 +604,19 @@ export const runMain = async (main: () => Promise<void>): Promise<never> => {
   )
   await stopAll(5000)
   return process.exit(exitCode)
+}
+
+/**
+ * Prints a benchmark's first line (Node version, cores, load shape; warns when the Node is not
+ * 24) and returns the core count for `reportTail`.
+ */
+export const printHeader = (title: string, per: string): number => {
+  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim()
+  if (!nodeVersion.startsWith("v24.")) process.stderr.write(`warning: ${NODE_BIN} is ${nodeVersion}, not Node 24\n`)
+  const cpus = os.cpus()
+  process.stdout.write(
+    `${title}: ${nodeVersion}, ${cpus.length} CPU(s) (${cpus[0]?.model.trim() ?? "unknown"}), ` +
+      `${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured ${per}\n`
+  )
+  return cpus.length
 }

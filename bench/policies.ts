@@ -15,19 +15,15 @@
  * Environment: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS and
  * BENCH_GATEWAY_NODE_ARGS as for bench/http.ts.
  */
-import { execFileSync } from "node:child_process"
-import * as os from "node:os"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
-  CONNECTIONS,
   fixed,
   forkServer,
   grouped,
-  MEASURE_SECONDS,
   type Measurement,
-  NODE_BIN,
   pidOf,
+  printHeader,
   type Proxy,
   proxyOf,
   reportTail,
@@ -40,7 +36,6 @@ import {
   startGateway,
   table,
   verdict,
-  WARMUP_SECONDS
 } from "./lib.ts"
 
 const ORIGIN = "http://bench.example"
@@ -169,13 +164,7 @@ const report = (measurements: ReadonlyArray<Measurement>): string => {
 // Main
 
 const main = async (): Promise<void> => {
-  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim()
-  if (!nodeVersion.startsWith("v24.")) process.stderr.write(`warning: ${NODE_BIN} is ${nodeVersion}, not Node 24\n`)
-  const cpus = os.cpus()
-  process.stdout.write(
-    `Policy benchmark: ${nodeVersion}, ${cpus.length} CPU(s) (${cpus[0]?.model.trim() ?? "unknown"}), ` +
-      `${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured per proxy\n`
-  )
+  const cores = printHeader("Policy benchmark", "per proxy")
 
   const upstream = await forkServer("upstream", "upstream.ts", [])
   const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [`http://127.0.0.1:${upstream.port}`])
@@ -222,7 +211,7 @@ const main = async (): Promise<void> => {
     const added = six.cpuUsPerRequest - zero.cpuUsPerRequest
     process.stdout.write(`6 policies over 0 policies: ${signed(added)} µs/req, ${fixed(added / 6, 2)} µs per policy on average\n\n`)
   }
-  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cpus.length, `The two gateway rows are one process measured in separate slots, each loading one route.`))
+  process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cores, `The two gateway rows are one process measured in separate slots, each loading one route.`))
 }
 
 await runMain(main)

@@ -15,18 +15,14 @@
  * Environment: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS and
  * BENCH_GATEWAY_NODE_ARGS as for bench/http.ts.
  */
-import { execFileSync } from "node:child_process"
 import * as http from "node:http"
-import * as os from "node:os"
 import {
   alive,
-  CONNECTIONS,
   fixed,
   forkServer,
   grouped,
-  MEASURE_SECONDS,
-  NODE_BIN,
   pidOf,
+  printHeader,
   type Proxy,
   proxyOf,
   reportTail,
@@ -38,7 +34,6 @@ import {
   startGateway,
   table,
   verdict,
-  WARMUP_SECONDS
 } from "./lib.ts"
 
 /** Unsampled tracing over tracing off, CPU µs per request. */
@@ -61,12 +56,7 @@ const UNSAMPLED = "gateway, tracing unsampled"
 const SAMPLED = "gateway, every request traced"
 
 const main = async (): Promise<void> => {
-  const nodeVersion = execFileSync(NODE_BIN, ["--version"], { encoding: "utf8" }).trim()
-  const cpus = os.cpus()
-  process.stdout.write(
-    `Tracing benchmark: ${nodeVersion}, ${cpus.length} CPU(s), ${CONNECTIONS} connections, ` +
-      `${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured per proxy\n`
-  )
+  const cores = printHeader("Tracing benchmark", "per proxy")
   // An OTLP/HTTP receiver that accepts every batch (the sampled gateway exports to it).
   let batches = 0
   const receiver = http.createServer((req, res) => {
@@ -117,7 +107,7 @@ const main = async (): Promise<void> => {
     ]
   })
   process.stdout.write(`\n${table(header, rows, new Set([1, 2, 3, 4, 5, 8]))}\n\nOTLP batches received from the sampled gateway: ${batches}\n\n`)
-  process.stdout.write(reportTail(proxies, measurements, off.stderr(), cpus.length, "Each gateway is its own process, measured in its own slots."))
+  process.stdout.write(reportTail(proxies, measurements, off.stderr(), cores, "Each gateway is its own process, measured in its own slots."))
   receiver.close()
 }
 
