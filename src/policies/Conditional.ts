@@ -107,3 +107,15 @@ export const make = <E extends Conditioned>(
           : pick(CelContext.forRequest(ctx)))
     }
   })
+
+/**
+ * A policy's `make` when its config is either one plain entry or `{conditional: [...]}` of
+ * such entries (directResponse, transformations, extAuthz, remoteRateLimit).
+ */
+export const plainOrConditional = <P, E extends Conditioned & P>(
+  plain: (config: P, env: BuildEnv, path: string) => Effect.Effect<Middleware, ConfigError, Scope.Scope>
+) =>
+(config: P & { readonly conditional?: ReadonlyArray<E> | null | undefined }, env: BuildEnv, path: string): Effect.Effect<Middleware, ConfigError, Scope.Scope> =>
+  config.conditional !== undefined && config.conditional !== null
+    ? make(config.conditional, env, path, (entry, at) => plain(entry, env, at))
+    : plain(config, env, path)

@@ -985,8 +985,5 @@ const makePlain = (config: PlainShape, env: BuildEnv, path: string): Effect.Effe
 
 export const policy = Policy.define({
   key: "extAuthz",
-  make: (config, env, path) =>
-    present(config.conditional)
-      ? Conditional.make(config.conditional, env, path, (entry, at) => makePlain(entry, env, at))
-      : makePlain(config, env, path)
+  make: Conditional.plainOrConditional(makePlain)
 })

@@ -21,6 +21,7 @@ import type * as Scope from "effect/Scope"
 import * as Undici from "../backends/Undici.ts"
 import * as ConfigError from "../config/ConfigError.ts"
 import { BoundedLru } from "../shared/lru.ts"
+import * as BoundedBody from "../shared/BoundedBody.ts"
 
 type Jose = typeof import("jose")
 
@@ -95,20 +96,7 @@ export interface TokenSource {
 }
 
 const readBody = (body: AsyncIterable<unknown> & { destroy(): void }): Promise<string> =>
-  (async () => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    for await (const chunk of body) {
-      const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
-      size += bytes.length
-      if (size > TOKEN_RESPONSE_MAX_BYTES) {
-        body.destroy()
-        throw new Error(`token response over ${TOKEN_RESPONSE_MAX_BYTES} bytes`)
-      }
-      chunks.push(bytes)
-    }
-    return Buffer.concat(chunks).toString("utf8")
-  })()
+  BoundedBody.readText(body, TOKEN_RESPONSE_MAX_BYTES, () => new Error(`token response over ${TOKEN_RESPONSE_MAX_BYTES} bytes`))
 
 const oauthError = (text: string): string => {
   try {

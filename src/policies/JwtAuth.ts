@@ -49,6 +49,7 @@ import { BoundedLru } from "../shared/lru.ts"
 import * as BackendTls from "./BackendTls.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
 import * as Undici from "../backends/Undici.ts"
+import * as BoundedBody from "../shared/BoundedBody.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Bounds
@@ -231,20 +232,8 @@ interface Fetched {
 }
 
 /** Reads the body, destroying it past `JWKS_MAX_BYTES`. */
-const readBounded = (body: NodeJS.ReadableStream & { destroy(error?: Error): void }): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const chunks: Array<Buffer> = []
-    let size = 0
-    body.on("data", (chunk: Buffer) => {
-      size += chunk.length
-      if (size > JWKS_MAX_BYTES) {
-        body.destroy()
-        reject(new Error(`body over ${JWKS_MAX_BYTES} bytes`))
-      } else chunks.push(chunk)
-    })
-    body.on("error", reject)
-    body.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")))
-  })
+const readBounded = (body: AsyncIterable<unknown> & { destroy(): void }): Promise<string> =>
+  BoundedBody.readText(body, JWKS_MAX_BYTES, () => new Error(`body over ${JWKS_MAX_BYTES} bytes`))
 
 const fetchJwks = (pool: Pool, path: string): Effect.Effect<Fetched, string> =>
   Effect.tryPromise({

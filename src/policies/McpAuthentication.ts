@@ -43,6 +43,7 @@ import { currentRequest, type ProxyRequest } from "../pipeline/RequestContext.ts
 import * as Headers from "../shared/headers.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
 import * as JwtAuth from "./JwtAuth.ts"
+import * as BoundedBody from "../shared/BoundedBody.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Bounds
@@ -154,20 +155,8 @@ const preflight = (ctx: ProxyRequest): ProxyResponse => {
   return new ProxyResponse(200, headers, undefined)
 }
 
-const readBounded = async (body: AsyncIterable<unknown> & { destroy(): void }): Promise<string> => {
-  const chunks: Array<Buffer> = []
-  let size = 0
-  for await (const chunk of body) {
-    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
-    size += bytes.length
-    if (size > IDP_MAX_BYTES) {
-      body.destroy()
-      throw new Error(`answer over ${IDP_MAX_BYTES} bytes`)
-    }
-    chunks.push(bytes)
-  }
-  return Buffer.concat(chunks).toString("utf8")
-}
+const readBounded = (body: AsyncIterable<unknown> & { destroy(): void }): Promise<string> =>
+  BoundedBody.readText(body, IDP_MAX_BYTES, () => new Error(`answer over ${IDP_MAX_BYTES} bytes`))
 
 interface IdpAnswer {
   readonly status: number

@@ -674,8 +674,5 @@ const makePlain = (config: Shape, env: Policy.BuildEnv, path: string) =>
 
 export const policy = Policy.define({
   key: "remoteRateLimit",
-  make: (config, env, path) =>
-    present(config.conditional)
-      ? Conditional.make(config.conditional, env, path, (entry, at) => makePlain(entry, env, at))
-      : makePlain(config, env, path)
+  make: Conditional.plainOrConditional(makePlain)
 })

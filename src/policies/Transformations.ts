@@ -352,8 +352,5 @@ const makePlain = (config: Plain, env: BuildEnv, path: string): Effect.Effect<Mi
 
 export const policy = Policy.define({
   key: "transformations",
-  make: (config, env, path) =>
-    config.conditional !== undefined && config.conditional !== null
-      ? Conditional.make(config.conditional, env, path, (entry, at) => makePlain(entry, env, at))
-      : makePlain(config, env, path)
+  make: Conditional.plainOrConditional(makePlain)
 })

@@ -30,6 +30,7 @@ import { ConfigError } from "../../config/ConfigError.ts"
 import { HOP_BY_HOP } from "../../shared/headers.ts"
 import { DocumentError, isObject, type Json, type JsonObject, type Location, Resolver, toJson } from "./OpenApiSchema.ts"
 import * as Undici from "../../backends/Undici.ts"
+import * as BoundedBody from "../../shared/BoundedBody.ts"
 
 export type { Json, JsonObject } from "./OpenApiSchema.ts"
 
@@ -183,18 +184,7 @@ const fetchSchema = async (url: URL, agent: Agent, maxBytes: number, signal: Abo
     res.body.destroy()
     throw new Error(tooLarge)
   }
-  const chunks: Array<Buffer> = []
-  let size = 0
-  for await (const chunk of res.body) {
-    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
-    size += bytes.length
-    if (size > maxBytes) {
-      res.body.destroy()
-      throw new Error(tooLarge)
-    }
-    chunks.push(bytes)
-  }
-  return Buffer.concat(chunks).toString("utf8")
+  return BoundedBody.readText(res.body, maxBytes, () => new Error(tooLarge))
 }
 
 const loadUrl = (raw: string, at: string, maxBytes: number, timeout: Duration.Input) => {

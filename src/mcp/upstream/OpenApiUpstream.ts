@@ -18,6 +18,7 @@ import * as McpSchema from "../McpSchema.ts"
 import { type CallContext, type Connect, connectionFailed, httpOrigin, type Upstream, UpstreamError } from "../Upstream.ts"
 import * as OpenApi from "./OpenApi.ts"
 import * as Undici from "../../backends/Undici.ts"
+import * as BoundedBody from "../../shared/BoundedBody.ts"
 
 /** Headers a tool call never takes from the downstream request: `request` or the pool owns them. */
 const NOT_COPIED: ReadonlySet<string> = new Set(["host", "content-length", "content-type", "transfer-encoding", "accept", "cookie"])
@@ -47,19 +48,13 @@ const send = (
         res.body.destroy()
         throw new UpstreamError({ target, message: `response body larger than ${OpenApi.maxResponseBytes} bytes` })
       }
-      const chunks: Array<Buffer> = []
-      let size = 0
-      for await (const chunk of res.body) {
-        const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk))
-        size += bytes.length
-        if (size > OpenApi.maxResponseBytes) {
-          res.body.destroy()
-          throw new UpstreamError({ target, message: `response body larger than ${OpenApi.maxResponseBytes} bytes` })
-        }
-        chunks.push(bytes)
-      }
+      const body = await BoundedBody.readBytes(
+        res.body,
+        OpenApi.maxResponseBytes,
+        () => new UpstreamError({ target, message: `response body larger than ${OpenApi.maxResponseBytes} bytes` })
+      )
       const type = res.headers["content-type"]
-      return { status: res.statusCode, contentType: Array.isArray(type) ? type[0] : type, body: Buffer.concat(chunks) }
+      return { status: res.statusCode, contentType: Array.isArray(type) ? type[0] : type, body }
     },
     catch: (cause) => (cause instanceof UpstreamError ? cause : connectionFailed(target, cause))
   })
