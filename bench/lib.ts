@@ -8,7 +8,7 @@
  */
 import autocannon from "autocannon"
 import { type ChildProcess, execFileSync, fork, spawn } from "node:child_process"
-import { existsSync, readFileSync, readlinkSync } from "node:fs"
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from "node:fs"
 import * as http from "node:http"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -141,19 +141,23 @@ export const freePort = (): Promise<number> =>
   })
 
 /**
- * Starts dist/main.js with an inline config and waits until its data port answers, and with
- * `workers` > 1 until its readiness probe says every worker has started.
+ * Starts dist/main.js with an inline config (or, given `file`, the config written to that file
+ * and watched: `-f`) and waits until its data port answers, and with `workers` > 1 until its
+ * readiness probe says every worker has started.
  */
 export const startGateway = async (
   config: (port: number) => string,
   /** The npm script that builds dist/ and runs the benchmark, for the error message. */
   script: string,
-  workers = 1
+  workers = 1,
+  file?: string
 ): Promise<{ child: ChildProcess; port: number; stderr: () => string }> => {
   if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`npm run build\` (npm run ${script} does)`)
   const port = await freePort()
   const readiness = workers > 1 ? await freePort() : 0
-  const child = track(spawn(NODE_BIN, [...GATEWAY_NODE_ARGS, GATEWAY_MAIN, "-c", config(port)], {
+  if (file !== undefined) writeFileSync(file, config(port))
+  const source = file === undefined ? ["-c", config(port)] : ["-f", file]
+  const child = track(spawn(NODE_BIN, [...GATEWAY_NODE_ARGS, GATEWAY_MAIN, ...source], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -341,6 +345,11 @@ export interface Proxy {
   peakRssUnderLoad: number
   /** Started, answered a probe, then left alone for a second; before any load. */
   idle: Memory | undefined
+  /**
+   * Runs before each of this proxy's slots (warm-up included): several "proxies" may be one
+   * gateway process under different configs, switched by a hot reload here.
+   */
+  prepare?: () => Promise<void>
 }
 
 export interface Measurement<S extends Scenario = Scenario> {
@@ -360,6 +369,8 @@ export interface Measurement<S extends Scenario = Scenario> {
   readonly otherCpuPercent: number
   readonly non2xx: number
   readonly errors: number
+  /** CPU µs per request of each measured slot, in round order (for paired comparisons). */
+  readonly slots: ReadonlyArray<number>
 }
 
 const tally = (proxy: Proxy, result: LoadResult): void => {
@@ -451,6 +462,7 @@ export const runScenario = async <S extends Scenario>(
   const stopSampling = proxies.map(sampleRss)
   try {
     for (const proxy of proxies) {
+      await proxy.prepare?.()
       tally(proxy, await driver(proxy, scenario, WARMUP_SECONDS, undefined))
       await sleep(200)
     }
@@ -473,6 +485,7 @@ export const runScenario = async <S extends Scenario>(
       for (const proxy of order) {
         const t = totals.get(proxy.name)
         if (t === undefined) continue
+        await proxy.prepare?.()
         const slot = await measureSlot(proxy, scenario, slotSeconds, proxy.upstreamPids ?? [upstreamPid], t, driver)
         perSlot.get(proxy.name)?.push(slot.usPerRequest)
         if (slot.otherPercent > OTHER_CPU_WARNING) disturbed++
@@ -507,7 +520,8 @@ export const runScenario = async <S extends Scenario>(
         clientCpuPercent: ((t?.clientCpu ?? NaN) / wall) * 100,
         otherCpuPercent: (Math.max(0, (t?.machineCpu ?? NaN) - (t?.cpu ?? NaN) - (t?.upstreamCpu ?? NaN) - (t?.clientCpu ?? NaN)) / wall) * 100,
         non2xx: t?.non2xx ?? 0,
-        errors: t?.errors ?? 0
+        errors: t?.errors ?? 0,
+        slots: perSlot.get(proxy.name) ?? []
       }
     })
   } finally {
@@ -517,6 +531,16 @@ export const runScenario = async <S extends Scenario>(
 
 // ---------------------------------------------------------------------------------------------
 // Report helpers
+
+/**
+ * `b − a` per round (slots of the same round run back to back, so slow phases of the machine
+ * cancel out): the median and the interquartile range of those differences.
+ */
+export const pairedDifference = (a: Measurement, b: Measurement): { median: number; q1: number; q3: number } => {
+  const diffs = a.slots.map((x, i) => (b.slots[i] ?? NaN) - x).filter(Number.isFinite).sort((x, y) => x - y)
+  const at = (q: number) => diffs[Math.min(diffs.length - 1, Math.floor(q * diffs.length))] ?? NaN
+  return { median: at(0.5), q1: at(0.25), q3: at(0.75) }
+}
 
 export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>, rightAligned: ReadonlySet<number>): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)))
