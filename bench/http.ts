@@ -25,6 +25,9 @@
  *                            spread that drift over both proxies)
  *   BENCH_SCENARIOS          "get" or "post" to run one scenario only (default both)
  *   BENCH_GATEWAY_NODE_ARGS  extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+ *   BENCH_REPEAT             repetitions with fresh baseline and gateway processes (default 1). Two processes of
+ *                            the same program measure up to ~10-20% apart on a small VM, so one run's ratio moves
+ *                            by ±0.1-0.3; with N > 1 a last table lists each run's ratio and judges their median
  *
  * `node bench/http.ts --workers N` (N ≥ 2) measures throughput instead: the same gateway config
  * served by 1 worker (the single process) and by N workers (`WORKER_THREADS=N`, a primary and N
@@ -32,6 +35,7 @@
  * reported there (the primary's pid does not account for its workers). Throughput only scales
  * with cores the load generator and the upstream leave free: on a 2-core machine expect little.
  */
+import type { ChildProcess } from "node:child_process"
 import * as os from "node:os"
 import { parseArgs } from "node:util"
 import { setTimeout as sleep } from "node:timers/promises"
@@ -52,13 +56,16 @@ import {
   type Proxy,
   proxyOf,
   reportTail,
+  ratioSummary,
   ratioText,
+  REPEAT,
   runMain,
   runScenario,
   type Scenario,
   send,
   signed,
   startGateway,
+  stopChild,
   table,
   verdict,
   WARMUP_SECONDS
@@ -206,10 +213,8 @@ const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<string, 
 // ---------------------------------------------------------------------------------------------
 // Main
 
-const main = async (): Promise<void> => {
-  const cores = printHeader("HTTP benchmark", "per proxy and scenario")
-
-  const upstream = await forkServer("upstream", "upstream.ts", [])
+/** One run: fresh baseline and gateway processes, every selected scenario, the full report. */
+const once = async (upstream: { child: ChildProcess; port: number }, cores: number): Promise<Array<Measurement<HttpScenario>>> => {
   const upstreamUrl = `http://127.0.0.1:${upstream.port}`
   const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [upstreamUrl])
   const gateway = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
@@ -244,6 +249,31 @@ const main = async (): Promise<void> => {
   process.stdout.write(`\n${report(measurements)}\n\n`)
   process.stdout.write(`${memoryReport(proxies, atEnd)}\n\n`)
   process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cores, `CPU vs baseline = gateway CPU µs/req / baseline CPU µs/req (and the difference). Latencies are autocannon's per-response times.`))
+  await stopChild(baseline.child)
+  await stopChild(gateway.child)
+  return measurements
+}
+
+/** Each run's gateway/baseline ratio per scenario, and the verdict on their median. */
+const repeatReport = (runs: ReadonlyArray<ReadonlyArray<Measurement<HttpScenario>>>): string =>
+  ratioSummary(SELECTED.map((scenario) => ({
+    name: scenario.name,
+    target: scenario.maxRatio,
+    ratios: runs.map((ms) => {
+      const of = (proxy: string) => ms.find((m) => m.scenario.name === scenario.name && m.proxy === proxy)?.cpuUsPerRequest ?? NaN
+      return of("gateway") / of("baseline")
+    })
+  })))
+
+const main = async (): Promise<void> => {
+  const cores = printHeader("HTTP benchmark", `per proxy and scenario${REPEAT > 1 ? `, ${REPEAT} runs with fresh proxy processes` : ""}`)
+  const upstream = await forkServer("upstream", "upstream.ts", [])
+  const runs: Array<Array<Measurement<HttpScenario>>> = []
+  for (let run = 1; run <= REPEAT; run++) {
+    if (REPEAT > 1) process.stdout.write(`\n=== run ${run} of ${REPEAT}\n`)
+    runs.push(await once(upstream, cores))
+  }
+  if (REPEAT > 1) process.stdout.write(`\n=== ${REPEAT} runs\n${repeatReport(runs)}\n`)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ export const WARMUP_SECONDS = positive("BENCH_WARMUP", 5)
 export const CONNECTIONS = Math.round(positive("BENCH_CONNECTIONS", 32))
 /** Measured rounds per scenario, in ABBA order; each proxy gets MEASURE_SECONDS / ROUNDS per round. */
 export const ROUNDS = Math.round(positive("BENCH_ROUNDS", 10))
+/** Repetitions with fresh proxy processes (`BENCH_REPEAT`), for bench/http.ts and bench/policies.ts. */
+export const REPEAT = Math.max(1, Math.round(positive("BENCH_REPEAT", 1)))
 export const GATEWAY_NODE_ARGS = (process.env["BENCH_GATEWAY_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url))
@@ -86,6 +88,16 @@ export const stopAll = async (graceMs: number): Promise<void> => {
   )
   await Promise.race([Promise.all(waiting), sleep(graceMs)])
   killAll("SIGKILL")
+}
+
+/** SIGTERM one child and wait for it to exit (SIGKILL after 5 s). */
+export const stopChild = async (child: ChildProcess): Promise<void> => {
+  if (!alive(child)) return
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  child.kill("SIGTERM")
+  await Promise.race([exited, sleep(5000)])
+  if (alive(child)) child.kill("SIGKILL")
+  await exited
 }
 
 process.on("exit", () => killAll("SIGKILL"))
@@ -531,6 +543,33 @@ export const runScenario = async <S extends Scenario>(
 
 // ---------------------------------------------------------------------------------------------
 // Report helpers
+
+/**
+ * The last table of a repeated benchmark: each run's ratio (fresh processes each run, so the
+ * spread shows how far one run's ratio can be trusted) and the verdict on their median.
+ */
+export const ratioSummary = (rows: ReadonlyArray<{ readonly name: string; readonly ratios: ReadonlyArray<number>; readonly target?: number }>): string => {
+  const median = (values: ReadonlyArray<number>): number => {
+    const sorted = [...values].sort((a, b) => a - b)
+    const mid = Math.floor(sorted.length / 2)
+    return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2
+  }
+  return table(
+    ["scenario", "CPU vs baseline, each run", "median", "target", "result"],
+    rows.map((r) => {
+      const m = median(r.ratios)
+      const t = r.target
+      return [
+        r.name,
+        r.ratios.map((x) => `${fixed(x, 2)}x`).join(" "),
+        `${t === undefined ? fixed(m, 2) : ratioText(m, t)}x`,
+        t === undefined ? "" : `<= ${t.toFixed(2)}x`,
+        t === undefined ? "" : verdict(m <= t)
+      ]
+    }),
+    new Set([2])
+  )
+}
 
 /**
  * `b − a` per round (slots of the same round run back to back, so slow phases of the machine

@@ -12,9 +12,10 @@
  * proves every policy of `/p6` runs. Always exits 0 once the measurements are printed; exits 1
  * only when it cannot run.
  *
- * Environment: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS and
+ * Environment: BENCH_SECONDS, BENCH_WARMUP, BENCH_CONNECTIONS, BENCH_ROUNDS, BENCH_REPEAT and
  * BENCH_GATEWAY_NODE_ARGS as for bench/http.ts.
  */
+import type { ChildProcess } from "node:child_process"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
@@ -26,14 +27,17 @@ import {
   printHeader,
   type Proxy,
   proxyOf,
-  reportTail,
+  ratioSummary,
   ratioText,
+  REPEAT,
+  reportTail,
   runMain,
   runScenario,
   type Scenario,
   send,
   signed,
   startGateway,
+  stopChild,
   table,
   verdict,
 } from "./lib.ts"
@@ -163,10 +167,8 @@ const report = (measurements: ReadonlyArray<Measurement>): string => {
 // ---------------------------------------------------------------------------------------------
 // Main
 
-const main = async (): Promise<void> => {
-  const cores = printHeader("Policy benchmark", "per proxy")
-
-  const upstream = await forkServer("upstream", "upstream.ts", [])
+/** One run: fresh baseline and gateway processes, the full report; the measurements. */
+const once = async (upstream: { child: ChildProcess; port: number }, cores: number): Promise<ReadonlyArray<Measurement>> => {
   const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [`http://127.0.0.1:${upstream.port}`])
   const gateway = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:policies")
   const upstreamPid = pidOf(upstream.child, "upstream")
@@ -212,6 +214,26 @@ const main = async (): Promise<void> => {
     process.stdout.write(`6 policies over 0 policies: ${signed(added)} µs/req, ${fixed(added / 6, 2)} µs per policy on average\n\n`)
   }
   process.stdout.write(reportTail(proxies, measurements, gateway.stderr(), cores, `The two gateway rows are one process measured in separate slots, each loading one route.`))
+  await stopChild(baseline.child)
+  await stopChild(gateway.child)
+  return measurements
+}
+
+const main = async (): Promise<void> => {
+  const cores = printHeader("Policy benchmark", `per proxy${REPEAT > 1 ? `, ${REPEAT} runs with fresh proxy processes` : ""}`)
+  const upstream = await forkServer("upstream", "upstream.ts", [])
+  const runs: Array<ReadonlyArray<Measurement>> = []
+  for (let run = 1; run <= REPEAT; run++) {
+    if (REPEAT > 1) process.stdout.write(`\n=== run ${run} of ${REPEAT}\n`)
+    runs.push(await once(upstream, cores))
+  }
+  if (REPEAT === 1) return
+  const ratio = (ms: ReadonlyArray<Measurement>, proxy: string) =>
+    (ms.find((m) => m.proxy === proxy)?.cpuUsPerRequest ?? NaN) / (ms.find((m) => m.proxy === BASELINE)?.cpuUsPerRequest ?? NaN)
+  process.stdout.write(`\n=== ${REPEAT} runs\n${ratioSummary([
+    { name: `${SMALL_GET.name}, 6 policies`, target: MAX_RATIO_SIX, ratios: runs.map((ms) => ratio(ms, SIX)) },
+    { name: `${SMALL_GET.name}, 0 policies`, ratios: runs.map((ms) => ratio(ms, ZERO)) }
+  ])}\n`)
 }
 
 await runMain(main)
