@@ -6,7 +6,8 @@
  * ports) before it swaps one reference; if any step fails the running snapshot keeps serving
  * untouched, the error is logged and `agentgateway_config_reloads_total{result="failure"}`
  * counts it. In-flight requests finish on the snapshot they started with, because each holds
- * its compiled handler.
+ * its compiled handler. MCP sessions the next snapshot can resume are handed over to it
+ * (mcp/Handover.ts).
  *
  * @since 0.1.0
  */
@@ -28,6 +29,7 @@ import * as Watch from "./config/Watch.ts"
 import type * as Ir from "./ir/Ir.ts"
 import type { LocalConfig } from "./config/LocalConfig.ts"
 import { ListenerSet } from "./listeners/Listeners.ts"
+import * as Handover from "./mcp/Handover.ts"
 import { AccessLog } from "./observability/AccessLog.ts"
 import * as LogLevel from "./observability/LogLevel.ts"
 import { RequestMetrics } from "./observability/Metrics.ts"
@@ -145,6 +147,8 @@ export class Gateway extends Context.Service<Gateway, {
         const pools = yield* Effect.service(UpstreamPools)
         pools.observeConnect((transport, seconds) => metrics.upstreamConnect(transport, seconds))
         const lock = yield* Semaphore.make(1)
+        // One per gateway: an MCP backend's next build resumes the sessions the last one hands over.
+        const handover = new Handover.Handover()
         const shutdown = yield* Deferred.make<void>()
 
         // What the admin API reports about loads: generation, version and the last error.
@@ -160,6 +164,7 @@ export class Gateway extends Context.Service<Gateway, {
               const built = yield* Snapshot.build(ir).pipe(
                 Scope.provide(scope),
                 Effect.provideService(UpstreamPools, pools),
+                Effect.provideService(Handover.CurrentHandover, handover),
                 Effect.onError(() => Scope.close(scope, Exit.void)),
                 Effect.mapError((e) => Load.locateIssues(source, e))
               )

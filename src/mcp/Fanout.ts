@@ -1,8 +1,9 @@
 /**
  * Federation (agentgateway `mcp/handler.rs`): what each client method does across the
- * session's targets. Lists fan out (from the per-session cache when fresh), are filtered by
- * the authorizer and renamed; calls are routed to one target by name or URI; ping and
- * setLevel fan out; initialize is merged. Single-target backends pass results through verbatim.
+ * session's targets. Lists fan out (each target's pages read in full, from the per-session
+ * cache when fresh), are filtered by the authorizer and renamed; calls are routed to one target
+ * by name or URI; ping and setLevel fan out; initialize is merged. Single-target backends pass
+ * results through verbatim (a list page by page, when neither renamed nor filtered).
  *
  * @since 0.1.0
  */
@@ -18,7 +19,10 @@ import * as Naming from "./Naming.ts"
 import type { Session } from "./Session.ts"
 import { type CallContext, clientMessage, logFailure, type Upstream, UpstreamError } from "./Upstream.ts"
 
-/** Pages of a target's list read to resolve an unprefixed name (`prefixMode: never`). */
+/**
+ * Pages of one target's list the gateway reads (by `nextCursor`) when it merges lists or
+ * resolves an unprefixed name (`prefixMode: never`); items past the last page read are not listed.
+ */
 export const MAX_LIST_PAGES = 64
 
 export interface Options {
@@ -143,8 +147,55 @@ const LISTS: Readonly<Record<string, ListSpec>> = {
   "resources/templates/list": { key: "resourceTemplates", kind: "resource", nameField: "uriTemplate" }
 }
 
-/** One target's list result, from the session cache when no list_changed invalidated it. */
-const listOf = (session: Session, u: Upstream, method: string, params: Record<string, unknown> | undefined, call: Call) => {
+/**
+ * One target's whole list: its pages read in order by `nextCursor` (at most MAX_LIST_PAGES;
+ * an absent, empty or already seen cursor ends it), their items concatenated under `key`, the
+ * first page's other fields kept and `nextCursor` dropped. Kept in the session cache, which
+ * only ever holds whole lists, until a list_changed for the target invalidates it (a
+ * list_changed during the read keeps the result out of the cache). A page that fails fails
+ * the whole read: the caller treats the target as failed, never as a shorter list.
+ */
+const wholeList = (
+  session: Session,
+  u: Upstream,
+  method: string,
+  key: string,
+  params: Record<string, unknown> | undefined,
+  call: Call
+): Effect.Effect<unknown, UpstreamError> =>
+  Effect.suspend(() => {
+    const hit = session.cached(u.target, method)
+    if (hit !== undefined) return Effect.succeed(hit)
+    const generation = session.generationOf(u.target, method)
+    const items: Array<unknown> = []
+    const seen = new Set<string>()
+    const page = (cursor: string | undefined, read: number, first: Record<string, unknown>): Effect.Effect<unknown, UpstreamError> =>
+      Effect.flatMap(u.request(method, cursor === undefined ? params : { ...params, cursor }, call.context), (r) =>
+        Effect.flatMap(resultOf(u.target, r), (result) => {
+          const head = read === 0 && McpSchema.isRecord(result) ? result : first
+          const raw = McpSchema.field(result, key)
+          if (Array.isArray(raw)) for (const item of raw) items.push(item)
+          const next = McpSchema.field(result, "nextCursor")
+          const more = typeof next === "string" && next !== "" && !seen.has(next)
+          if (more && read + 1 < MAX_LIST_PAGES) {
+            seen.add(next)
+            return page(next, read + 1, head)
+          }
+          const { nextCursor: _, ...rest } = head
+          const whole = { ...rest, [key]: items }
+          const truncated = more ? Effect.logWarning(`MCP target ${u.target}: ${method} has more than ${MAX_LIST_PAGES} pages; the rest is not listed`) : Effect.void
+          return Effect.as(Effect.andThen(truncated, Effect.sync(() => session.store(u.target, method, generation, whole))), whole)
+        })
+      )
+    return page(undefined, 0, {})
+  })
+
+/**
+ * A pure pass-through's page: the client's cursor goes upstream and the upstream's
+ * `nextCursor` comes back. Only a first page without `nextCursor` is a whole list, so only
+ * that one is cached (and answered from the cache).
+ */
+const pageOf = (session: Session, u: Upstream, method: string, params: Record<string, unknown> | undefined, call: Call) => {
   const paged = McpSchema.field(params, "cursor") !== undefined
   if (!paged) {
     const hit = session.cached(u.target, method)
@@ -153,17 +204,31 @@ const listOf = (session: Session, u: Upstream, method: string, params: Record<st
   const generation = session.generationOf(u.target, method)
   return Effect.flatMap(u.request(method, params, call.context), (r) =>
     Effect.tap(resultOf(u.target, r), (result) => Effect.sync(() => {
-      if (!paged) session.store(u.target, method, generation, result)
+      if (!paged && McpSchema.field(result, "nextCursor") === undefined) session.store(u.target, method, generation, result)
     }))
   )
 }
 
-const list = (session: Session, options: Options, request: McpSchema.Request, spec: ListSpec, call: Call): Effect.Effect<Outcome> =>
-  fanOut(session, options, call, (u) => listOf(session, u, request.method, request.params, call)).pipe(
+/**
+ * A single target whose names are neither rewritten nor filtered is passed through page by
+ * page; otherwise each target's whole list is merged and the result has no `nextCursor`, so a
+ * client cursor there was never issued by the gateway and is refused (MCP: invalid params).
+ */
+const list = (session: Session, options: Options, request: McpSchema.Request, spec: ListSpec, call: Call): Effect.Effect<Outcome> => {
+  const naming = session.naming
+  if (naming.targets.length === 1 && !naming.prefixNames && options.authorize === allowAll) {
+    return fanOut(session, options, call, (u) => pageOf(session, u, request.method, request.params, call)).pipe(
+      Effect.map((results) => ok(request.id, results[0]?.value ?? { [spec.key]: [] })),
+      Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
+    )
+  }
+  // The gateway never hands out a cursor for a merged list; an empty or null one means "first page".
+  const cursor = McpSchema.field(request.params, "cursor")
+  if (cursor !== undefined && cursor !== null && cursor !== "") {
+    return Effect.succeed(fail(request.id, 400, McpSchema.ErrorCode.InvalidParams, "invalid cursor: a merged list has one page"))
+  }
+  return fanOut(session, options, call, (u) => wholeList(session, u, request.method, spec.key, request.params, call)).pipe(
     Effect.map((results) => {
-      const naming = session.naming
-      const passThrough = naming.targets.length === 1 && !naming.prefixNames
-      if (passThrough && options.authorize === allowAll && results.length === 1) return ok(request.id, results[0]!.value)
       const items: Array<unknown> = []
       const seen = new Map<string, number>()
       for (const r of results) {
@@ -180,31 +245,25 @@ const list = (session: Session, options: Options, request: McpSchema.Request, sp
       }
       // `prefixMode: never`: a name two targets share is ambiguous, so neither is listed.
       const unique = items.filter((item) => (seen.get(String(McpSchema.field(item, spec.nameField))) ?? 0) === 1)
-      const single = passThrough && results.length === 1 ? results[0]!.value : undefined
+      // One target (filtered or renamed): its whole list's other fields stay.
+      const single = naming.targets.length === 1 && results.length === 1 ? results[0]!.value : undefined
       const base = McpSchema.isRecord(single) ? single : {}
       return ok(request.id, { ...base, [spec.key]: unique })
     }),
     Effect.catch((e: UpstreamError) => upstreamFailure(request.id, e))
   )
+}
 
 const unknownItem = (id: McpSchema.Id, kind: ItemKind, name: string) =>
   fail(id, 400, McpSchema.ErrorCode.InvalidParams, `Unknown ${kind}: ${name}`)
 
-/**
- * Whether a target lists `name`, reading its pages (`nextCursor`) up to MAX_LIST_PAGES; the
- * first page comes from the session cache. A failing target does not list it.
- */
-const listsName = (session: Session, u: Upstream, method: string, key: string, name: string, call: Call): Effect.Effect<boolean> => {
-  const page = (cursor: string | undefined, read: number): Effect.Effect<boolean> =>
-    Effect.flatMap(Effect.result(listOf(session, u, method, cursor === undefined ? undefined : { cursor }, call)), (r) => {
-      if (Result.isFailure(r)) return Effect.succeed(false)
-      const items = McpSchema.field(r.success, key)
-      if (Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === name)) return Effect.succeed(true)
-      const next = McpSchema.field(r.success, "nextCursor")
-      return typeof next === "string" && next !== "" && read + 1 < MAX_LIST_PAGES ? page(next, read + 1) : Effect.succeed(false)
-    })
-  return page(undefined, 0)
-}
+/** Whether a target's whole list (`wholeList`, so cached) has `name`. A failing target does not list it. */
+const listsName = (session: Session, u: Upstream, method: string, key: string, name: string, call: Call): Effect.Effect<boolean> =>
+  Effect.map(Effect.result(wholeList(session, u, method, key, undefined, call)), (r) => {
+    if (Result.isFailure(r)) return false
+    const items = McpSchema.field(r.success, key)
+    return Array.isArray(items) && items.some((i) => McpSchema.field(i, "name") === name)
+  })
 
 /** Resolves `prefixMode: never` names by reading each target's list (all its pages). */
 const findByList = (session: Session, kind: "tool" | "prompt", name: string, call: Call) => {
@@ -301,7 +360,7 @@ const routeByUri = (
 /**
  * The log fields a routed request will get (`mcp.target`, the item's upstream name), known
  * before it runs: the legacy SSE frontend answers the POST (and logs it) before the call is
- * routed. `prefixMode: never` names are looked up in the cached first list pages only.
+ * routed. `prefixMode: never` names are looked up in the cached (whole) lists only.
  */
 export const describe = (session: Session, request: McpSchema.Request, fields: McpLogFields): void => {
   const naming = session.naming

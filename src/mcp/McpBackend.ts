@@ -1,7 +1,11 @@
 /**
  * An `mcp:` backend as a route's backend call: built once per snapshot (connectors per
  * target, the session store, the sealer, the idle-session reaper in the snapshot's Scope, so
- * a config swap or shutdown closes every session and kills every stdio process group).
+ * a shutdown closes every session and kills every stdio process group). When a config reload
+ * ends the snapshot, sessions the next snapshot can resume from their sealed ids are handed
+ * over (Handover.ts: connections closed, upstream sessions kept); the others (stdio, legacy
+ * SSE, a changed backend or key) get their calls in flight finished, up to the termination
+ * deadline, and then end as on shutdown, their ids refused from then on.
  *
  * @since 0.1.0
  */
@@ -16,8 +20,9 @@ import * as BackendTls from "../policies/BackendTls.ts"
 import type { BuildEnv, Handler } from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
+import * as Handover from "./Handover.ts"
 import { allowAll, type Authorizer } from "./Hooks.ts"
-import { MAX_SESSIONS, MAX_STDIO_SESSIONS, memoryStore, Revocations, type SessionStore, SessionSlots } from "./Session.ts"
+import { MAX_SESSIONS, MAX_STDIO_SESSIONS, memoryStore, Revocations, type Session, type SessionStore, SessionSlots } from "./Session.ts"
 import * as SessionSealer from "./SessionSealer.ts"
 import * as StreamableHttp from "./StreamableHttp.ts"
 import * as TargetPolicies from "./TargetPolicies.ts"
@@ -39,8 +44,11 @@ let processKey: Buffer | undefined
 /** Ended sessions, for the whole process: ids outlive the snapshot that issued them. */
 const revocations = new Revocations()
 
-/** The snapshot settings an MCP backend reads. */
-export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & PoolSettings
+/** Without `terminationDeadlineMs`: how long a retiring snapshot waits for calls in flight on sessions it cannot hand over. */
+export const RETIRE_DRAIN_MS = 5000
+
+/** The snapshot settings an MCP backend reads (`terminationDeadlineMs` bounds the drain when the snapshot ends). */
+export type McpSettings = Pick<Ir.Settings, "mcpSessionTtlMs" | "sessionKey"> & Partial<Pick<Ir.Settings, "terminationDeadlineMs">> & PoolSettings
 
 export interface BuildOptions {
   readonly settings: McpSettings
@@ -57,18 +65,19 @@ export interface BuildOptions {
   readonly maxSessions?: number
 }
 
-const sealerFor = (settings: McpSettings): Effect.Effect<SessionSealer.SessionSealer, ConfigError> => {
+/** The sealing key: the configured one, else the process's (made, and warned about, on first use only). */
+const keyFor = (settings: McpSettings): Effect.Effect<Buffer, ConfigError> => {
   if (settings.sessionKey !== undefined) {
     const key = SessionSealer.parseKey(settings.sessionKey)
     if (typeof key === "string") return Effect.fail(new ConfigError({ issues: [{ path: "config.session.key", message: key }] }))
-    return Effect.succeed(SessionSealer.make(key))
+    return Effect.succeed(key)
   }
-  if (processKey !== undefined) return Effect.succeed(SessionSealer.make(processKey))
+  if (processKey !== undefined) return Effect.succeed(processKey)
   const key = SessionSealer.randomKey()
   processKey = key
   return Effect.as(
     Effect.logWarning("no session key (config.session.key or SESSION_KEY): MCP session ids are sealed with a random per-process key and cannot be resumed by other replicas"),
-    SessionSealer.make(key)
+    key
   )
 }
 
@@ -77,7 +86,8 @@ const noBackends = (_spec: unknown, path: string) => Effect.fail(new ConfigError
 
 export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): Effect.Effect<Handler, ConfigError, Scope.Scope | UpstreamPools> =>
   Effect.gen(function*() {
-    const sealer = yield* sealerFor(options.settings)
+    const key = yield* keyFor(options.settings)
+    const sealer = SessionSealer.make(key)
     /**
      * An HTTP target's TLS: its own `backendTLS`, else the backend's, else (https) verification
      * against the system roots and the target's name.
@@ -124,6 +134,27 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
     const authorize = yield* TargetPolicies.authorizer(options.authorize ?? allowAll, ir.targets)
     const store = options.store ?? memoryStore()
     const scope = yield* Effect.scope
+    // Parent of every session's scope. The retiring step below is added after it, so it runs
+    // first when the snapshot closes (finalizers run in reverse), while the sessions are open.
+    const sessionsScope = yield* Scope.fork(scope, "parallel")
+    const live = new Set<Session>()
+    const handover = yield* Handover.CurrentHandover
+    const self = Handover.lineage(scope, key, ir)
+    handover.enter(name, self)
+    const drainMs = options.settings.terminationDeadlineMs ?? RETIRE_DRAIN_MS
+    const retire = Effect.gen(function*() {
+      const heir = handover.leave(name, self)
+      const sessions = [...live]
+      // Only sealed, resumable sessions this backend holds can be resumed from their ids.
+      const handed = heir ? sessions.filter((s) => s.state.resumable && store.get(s.id) === s) : []
+      const ending = sessions.filter((s) => !handed.includes(s))
+      for (const s of ending) if (s.state.resumable) revocations.revoke(s.state, SessionSealer.MAX_RESUME_AGE_MS)
+      yield* Effect.forEach(handed, (s) => s.release(), { concurrency: "unbounded", discard: true })
+      // Calls in flight on the others finish on this snapshot (its stdio children, its SSE streams) before they end.
+      yield* Effect.timeoutOption(Effect.forEach(ending, (s) => s.idle(), { concurrency: "unbounded", discard: true }), drainMs)
+      yield* Effect.forEach(ending, (s) => s.close(), { concurrency: "unbounded", discard: true })
+    })
+    yield* Scope.addFinalizer(scope, retire)
     const fanout: Fanout.Options = { failOpen: ir.failureMode === "failOpen", stateful: ir.stateful, authorize }
     const ttl = options.settings.mcpSessionTtlMs
     if (ir.stateful) {
@@ -146,10 +177,11 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       connects,
       store,
       slots: new SessionSlots(options.maxSessions ?? (ir.targets.some((t) => t.transport._tag === "Stdio") ? MAX_STDIO_SESSIONS : MAX_SESSIONS)),
+      live,
       revocations,
       sealer,
       options: fanout,
-      scope,
+      scope: sessionsScope,
       maxBodyBytes: options.maxBodyBytes
     }
     const streamable = StreamableHttp.handler(backend)

@@ -14,7 +14,7 @@ import type { SseBody } from "./EventStream.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import type { SessionState } from "./SessionSealer.ts"
-import type { Inbound, Pause, Upstream } from "./Upstream.ts"
+import type { CallContext, Inbound, Pause, Upstream } from "./Upstream.ts"
 
 /** Server-initiated messages kept for a client that has no stream open yet (oldest dropped first). */
 export const BACKLOG_MAX_MESSAGES = 64
@@ -54,7 +54,7 @@ export class TooManySessions {
 }
 
 /**
- * Ids of sessions ended by DELETE or idle expiry, by nonce, until they could no longer be
+ * Ids of sessions ended by DELETE, idle expiry or a snapshot end that did not hand them over, by nonce, until they could no longer be
  * resumed anyway (`issuedAt + MAX_RESUME_AGE_MS`), so an ended session is not reopened from
  * its sealed id on this process. One set per process: nonces are unique and ids outlive a
  * config reload. Other replicas learn nothing of it (that needs a shared store).
@@ -132,6 +132,8 @@ export class Session {
   readonly upstreams = new Map<string, Upstream>()
   lastActive: number
   closed = false
+  /** The call the session ended on, for the transports' own closing requests (`Inbound.ownCall`). */
+  private endedBy: CallContext | undefined = undefined
   /** Streams of requests in flight, per target: where that target's messages go first. */
   private readonly inFlight = new Map<string, Array<SseBody>>()
   private listenStream: SseBody | undefined = undefined
@@ -141,6 +143,10 @@ export class Session {
   private readonly generation = new Map<string, number>()
   /** The client's requests in flight, by id: how to abandon each (`notifications/cancelled`). */
   private readonly calls = new Map<string, () => void>()
+  /** Waiting for `calls` to empty (`idle`). */
+  private readonly idleWaiters = new Set<() => void>()
+  /** Set by `release`: the session lives on in the next snapshot, so its upstream sessions are kept. */
+  private released = false
 
   constructor(id: string, state: SessionState, scope: Scope.Closeable, naming: Naming.Naming, now: number) {
     this.id = id
@@ -161,7 +167,9 @@ export class Session {
       deliver: (message) => this.deliver(target, message),
       closed: () => {
         this.upstreams.delete(target)
-      }
+      },
+      ownCall: () => Effect.sync(() => this.endedBy ?? { headers: undefined, protocolVersion: this.state.protocolVersion }),
+      handedOver: () => this.released
     }
   }
 
@@ -229,8 +237,23 @@ export class Session {
     const key = typeof id === "number" ? `n${id}` : `s${id}`
     this.calls.set(key, abandon)
     return () => {
-      if (this.calls.get(key) === abandon) this.calls.delete(key)
+      if (this.calls.get(key) !== abandon) return
+      this.calls.delete(key)
+      if (this.calls.size === 0) for (const done of [...this.idleWaiters]) done()
     }
+  }
+
+  /** Completes once no tracked client request is in flight (at once when none is). */
+  idle(): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      if (this.calls.size === 0) return resume(Effect.void)
+      const done = () => {
+        this.idleWaiters.delete(done)
+        resume(Effect.void)
+      }
+      this.idleWaiters.add(done)
+      return Effect.sync(() => void this.idleWaiters.delete(done))
+    })
   }
 
   /**
@@ -275,10 +298,24 @@ export class Session {
     this.generation.set(key, (this.generation.get(key) ?? 0) + 1)
   }
 
-  close(): Effect.Effect<void> {
+  /**
+   * Ends this process's hold on the session but not the session: a config reload handed it to
+   * the next snapshot, which resumes it from its sealed id, so the connections close without
+   * ending their upstream sessions (no DELETE). Calls in flight keep their own requests.
+   */
+  release(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (!this.closed) this.released = true
+      return this.close()
+    })
+  }
+
+  /** Ends the session; `call`, the request it ends on (none: idle expiry, shutdown, a reload that cannot hand it over), shapes the upstream DELETEs. */
+  close(call?: CallContext): Effect.Effect<void> {
     return Effect.suspend(() => {
       if (this.closed) return Effect.void
       this.closed = true
+      this.endedBy = call
       this.listenStream?.end()
       return Scope.close(this.scope, Exit.void)
     })

@@ -39,6 +39,8 @@ export interface Backend {
   readonly store: SessionStore
   /** The cap on live sessions (Session.MAX_SESSIONS / MAX_STDIO_SESSIONS). */
   readonly slots: SessionSlots
+  /** Every session open now (stored, stateless, legacy SSE): what the snapshot's end drains or hands over. */
+  readonly live: Set<Session>
   /** Ended sessions whose sealed ids must not reopen them. */
   readonly revocations: Revocations
   readonly sealer: SessionSealer
@@ -167,8 +169,12 @@ export const connectSession = (backend: Backend, naming: Naming.Naming, state: S
   Effect.gen(function*() {
     if (!backend.slots.take()) return yield* Effect.fail(new TooManySessions())
     const scope = yield* Scope.fork(backend.scope, "parallel")
-    yield* Scope.addFinalizer(scope, Effect.sync(() => backend.slots.release()))
     const session = new Session(id, state, scope, naming, Date.now())
+    backend.live.add(session)
+    yield* Scope.addFinalizer(scope, Effect.sync(() => {
+      backend.slots.release()
+      backend.live.delete(session)
+    }))
     for (const { target, connect } of backend.connects) {
       const token = resume ? state.upstreams[target] : undefined
       const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
@@ -219,7 +225,7 @@ export const handler = (backend: Backend): Handler => {
         // Stateless: the session lives for this request only.
         const run = (stream: SseBody) =>
           Effect.flatMap(Fanout.initialize(session, backend.options, request, { request: ctx, context, stream }), (outcome) => {
-            if (!stateful || outcome.response.error !== undefined) return Effect.as(session.close(), outcome)
+            if (!stateful || outcome.response.error !== undefined) return Effect.as(session.close(context), outcome)
             const result = outcome.response.result
             const negotiated = McpSchema.field(result, "protocolVersion")
             const state = sealedState(session, identity, typeof negotiated === "string" ? negotiated : version)
@@ -335,6 +341,7 @@ export const handler = (backend: Backend): Handler => {
       const session = opened.success
       const prepare = Effect.forEach([...session.upstreams.values()], (u: Upstream) =>
         Effect.flatMap(u.request("initialize", init, context), () => u.send({ jsonrpc: "2.0", method: "notifications/initialized" }, context)), { concurrency: "unbounded", discard: true })
+      // Tracked like a session's call, so a config reload lets it finish before closing its connections.
       return streamed((stream) =>
         prepare.pipe(
           Effect.flatMap(() => Fanout.handle(session, backend.options, request, { request: ctx, context, stream })),
@@ -342,9 +349,8 @@ export const handler = (backend: Backend): Handler => {
             response: McpSchema.errorResponse(request.id, McpSchema.ErrorCode.InternalError, clientMessage(e)),
             status: 500
           } satisfies Fanout.Outcome)),
-          Effect.ensuring(session.close())
-        )
-      )
+          Effect.ensuring(session.close(context))
+        ), undefined, { session, id: request.id })
     })
   }
 
@@ -411,7 +417,8 @@ export const handler = (backend: Backend): Handler => {
     if (found.state.identity !== (ctx.identity ?? "")) return Effect.succeed(accepted())
     backend.store.delete(id)
     backend.revocations.revoke(found.state, MAX_RESUME_AGE_MS)
-    return Effect.as(found.close(), accepted())
+    // The upstream DELETEs carry this request's headers and credential, edited by each target's policies.
+    return Effect.as(found.close(callContext(ctx, found.state.protocolVersion)), accepted())
   }
 
   return Effect.flatMap(currentRequest, (ctx) => {

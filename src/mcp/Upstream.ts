@@ -52,6 +52,23 @@ export interface CallContext {
   readonly protocolVersion: string | undefined
   /** The downstream request, for per-target policies that read it (backendAuth passthrough: its validated JWT). */
   readonly request?: ProxyRequest | undefined
+  /**
+   * Set by a target policy that signs each request exactly as it is sent (backendAuth `aws`,
+   * through TargetPolicies): the HTTP transports call it last, with the request they are about
+   * to send, and send the headers it leaves. A failure means the request is not sent.
+   */
+  readonly sign?: ((request: OutgoingRequest) => Effect.Effect<void, UpstreamError>) | undefined
+}
+
+/** An HTTP request a transport is about to send, for `CallContext.sign`. */
+export interface OutgoingRequest {
+  readonly method: string
+  /** Path and query exactly as sent. */
+  readonly path: string
+  /** The headers to send (lower-case names, `host` set); the signer edits them in place. */
+  readonly headers: Headers.HeaderMap
+  /** The whole body as sent, or undefined for none. */
+  readonly body: Uint8Array | undefined
 }
 
 /**
@@ -66,6 +83,19 @@ export interface Inbound {
   readonly deliver: (message: McpSchema.Request | McpSchema.Notification) => Pause | undefined
   /** The connection is gone (process exited, stream failed). */
   readonly closed: (reason: string) => void
+  /**
+   * The context of a request the transport sends outside any client call: the DELETE that
+   * ends an upstream session, the GET that opens a legacy SSE target's stream. It is the call
+   * the session ends on (the client's DELETE, the end of a stateless request) when there is
+   * one, else a context without a downstream request (idle expiry, shutdown, a legacy SSE
+   * client's stream closing, connecting). Target policies edit it like any call's.
+   */
+  readonly ownCall: () => Effect.Effect<CallContext, UpstreamError>
+  /**
+   * Whether the session ends in this snapshot only: a config reload handed it to the next one,
+   * which resumes it from its sealed id, so closing must keep the upstream session (no DELETE).
+   */
+  readonly handedOver: () => boolean
 }
 
 export interface Upstream {

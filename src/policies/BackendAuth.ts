@@ -18,6 +18,8 @@
  * MCP backends forward the request's headers to their HTTP and OpenAPI targets, so `key`,
  * `passthrough`, `credentials` and `gcp` (with an explicit `audience` for ID tokens) reach them;
  * `aws` and an audience-less ID token need the final upstream request and are refused there.
+ * On an MCP target (mcp/TargetPolicies.ts) both work: the target's transport runs this signer on
+ * each request it sends.
  *
  * Secrets never reach logs or error bodies: a failure to obtain a credential is 500 `backend
  * authentication failed` and a log line naming the policy and the cause (never the secret).

@@ -5,7 +5,7 @@
  *   id); the target the call went to observes the cancellation in its own id space (stdio and
  *   Streamable HTTP targets, ids deliberately out of step with the client's), over Streamable
  *   HTTP and over the legacy SSE frontend;
- * - an unprefixed name on a target's third page is found by reading its pages;
+ * - an unprefixed name on a target's third page is found by reading its pages (then cached);
  * - a legacy SSE POST is logged with `mcp.method.name`, `mcp.target`, `gen_ai.tool.name`, `mcp.session.id`.
  */
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
@@ -145,12 +145,13 @@ describe("MCP cancellation, never-mode paging, SSE log fields", () => {
 
   it("prefixMode never: a name on a later page of a target's list is found and routed", async () => {
     const { client } = await connectClient(gw.url(never, "/mcp"))
-    // The merged list carries each target's first page only (upstream cursors are not merged).
-    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["t1", "t2", "u1"])
     fs.writeFileSync(pageLog, "")
     expect(text(await client.callTool({ name: "deep5" }))).toBe("one: deep5")
-    // The first page came from the session's cache; pages 2 and 3 were read with their cursors.
-    expect(fs.readFileSync(pageLog, "utf8").split("\n").filter((l) => l !== "")).toEqual(["2", "4"])
+    // The target's three pages were read with their cursors to find the name.
+    expect(fs.readFileSync(pageLog, "utf8").split("\n").filter((l) => l !== "")).toEqual(["-", "2", "4"])
+    // The merged list has every page, from the session's cache (no page read again).
+    expect((await client.listTools()).tools.map((t) => t.name)).toEqual(["t1", "t2", "t3", "t4", "deep5", "u1"])
+    expect(fs.readFileSync(pageLog, "utf8").split("\n").filter((l) => l !== "")).toEqual(["-", "2", "4"])
     expect(text(await client.callTool({ name: "u1" }))).toBe("two: u1")
     await expect(client.callTool({ name: "nowhere" })).rejects.toThrow("Unknown tool: nowhere")
     await client.close()

@@ -1,10 +1,15 @@
 /**
  * Per-target MCP policies over real sockets: `backendAuth` (key, passthrough) and
  * `requestHeaderModifier` on one target's requests only (seen by a recording proxy in front of
- * each Streamable HTTP fixture), `backendTLS` per target, `{backend: name}` targets taking the
- * named backend's host and `backendTLS`, and target-level `mcpAuthorization` (a top-level policy
- * targeting the backend's `section: <target>`) accumulating with the route's rules.
+ * each Streamable HTTP fixture), the upstream session's DELETE included (after the client's
+ * DELETE, and after idle expiry, which has no downstream request), `backendAuth: {aws}` on
+ * Streamable HTTP, SSE and OpenAPI targets (a proxy recomputes each SigV4 signature with aws4
+ * from the request it received and refuses a wrong one), `backendTLS` per target, `{backend:
+ * name}` targets taking the named backend's host and `backendTLS`, and target-level
+ * `mcpAuthorization` (a top-level policy targeting the backend's `section: <target>`)
+ * accumulating with the route's rules.
  */
+import aws4 from "aws4"
 import { exportJWK, generateKeyPair, SignJWT } from "jose"
 import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
@@ -16,24 +21,60 @@ import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { connectClient } from "../support/McpClient.ts"
-import { fixture, startFixture, tlsDir } from "../support/mcp/Peers.ts"
+import { fixture, startFixture, tlsDir, waitFor } from "../support/mcp/Peers.ts"
 
 const BOTH = "application/json, text/event-stream"
 
-interface Seen {
-  readonly headers: http.IncomingHttpHeaders
-  readonly body: string
+const AWS = { accessKeyId: "AKIDMCPTARGET", secretAccessKey: "mcp-target-secret", region: "eu-west-1", service: "execute-api" }
+
+/** What the verifying proxy concluded about a request's SigV4 signature. */
+interface AwsCheck {
+  readonly valid: boolean
+  readonly signedHeaders: ReadonlyArray<string>
 }
 
-/** A plain HTTP proxy in front of a fixture that records every request it forwards. */
-const recordingProxy = async (upstreamPort: number): Promise<{ port: number; seen: Array<Seen>; close: () => Promise<void> }> => {
+/** Recomputes the SigV4 signature from the request as received, with aws4 and the shared secret. */
+const verifySigV4 = (req: http.IncomingMessage, body: Buffer): AwsCheck => {
+  const auth = String(req.headers.authorization ?? "")
+  const signedHeaders = (/SignedHeaders=([^,]+)/.exec(auth)?.[1] ?? "").split(";")
+  const headers: Record<string, string> = {}
+  for (const name of signedHeaders) headers[name] = String(req.headers[name] ?? "")
+  const signer = new aws4.RequestSigner(
+    { method: req.method ?? "GET", path: req.url ?? "/", headers, body, service: AWS.service, region: AWS.region, doNotModifyHeaders: true },
+    { accessKeyId: AWS.accessKeyId, secretAccessKey: AWS.secretAccessKey }
+  )
+  signer.datetime = String(req.headers["x-amz-date"])
+  signer.sign()
+  return { valid: auth !== "" && signer.request.headers?.["Authorization"] === auth, signedHeaders }
+}
+
+interface Seen {
+  readonly method: string
+  readonly url: string
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: string
+  /** With `verifyAws`: the signature check (a request failing it got 403 and went no further). */
+  readonly aws?: AwsCheck
+}
+
+/**
+ * A plain HTTP proxy in front of a fixture that records every request it forwards; with
+ * `verifyAws`, one whose SigV4 signature does not verify is answered 403 instead.
+ */
+const recordingProxy = async (upstreamPort: number, verifyAws = false): Promise<{ port: number; seen: Array<Seen>; close: () => Promise<void> }> => {
   const seen: Array<Seen> = []
   const server = http.createServer((req, res) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", () => {
       const body = Buffer.concat(chunks)
-      seen.push({ headers: req.headers, body: body.toString("utf8") })
+      const aws = verifyAws ? verifySigV4(req, body) : undefined
+      seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: body.toString("utf8"), ...(aws === undefined ? {} : { aws }) })
+      if (aws !== undefined && !aws.valid) {
+        res.writeHead(403, { "content-type": "text/plain" })
+        res.end("bad signature")
+        return
+      }
       const out = http.request({ host: "127.0.0.1", port: upstreamPort, method: req.method, path: req.url, headers: req.headers }, (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers)
         up.pipe(res)
@@ -61,9 +102,15 @@ const toolCalls = (seen: ReadonlyArray<Seen>) => seen.filter((s) => s.body.inclu
 
 const connectWithToken = async (url: string, bearer: string) => {
   const client = new Client({ name: "test", version: "1.0.0" })
-  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${bearer}` } } }))
-  return { client }
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${bearer}` } } })
+  await client.connect(transport)
+  return { client, transport }
 }
+
+/** The recorded DELETEs of upstream sessions. */
+const deletes = (seen: ReadonlyArray<Seen>) => seen.filter((s) => s.method === "DELETE")
+
+const AWS_AUTH = `{aws: {accessKeyId: ${AWS.accessKeyId}, secretAccessKey: ${AWS.secretAccessKey}, region: ${AWS.region}, serviceName: ${AWS.service}}}`
 
 const keys = await generateKeyPair("RS256")
 const JWKS = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid: "k1", alg: "RS256" }] })
@@ -88,6 +135,10 @@ backends:
   host: localhost:$TLS
   policies:
     backendTLS: {root: ${path.join(tlsDir, "ca.pem")}}
+- name: awsrest
+  host: 127.0.0.1:$AREST
+  policies:
+    backendAuth: ${AWS_AUTH}
 - name: fed
   mcp:
     targets:
@@ -162,14 +213,35 @@ binds:
             policies: {backendAuth: {passthrough: {}}}
           - name: b
             mcp: {host: "http://127.0.0.1:$PB/mcp"}
+    - name: aws
+      matches: [{path: {pathPrefix: /aws}}]
+      backends:
+      - mcp:
+          targets:
+          - name: h
+            mcp: {host: "http://127.0.0.1:$AH/mcp"}
+            policies:
+              backendAuth: ${AWS_AUTH}
+              # After backendAuth: the transport signs what it sends, so this header is signed too.
+              requestHeaderModifier: {set: {x-amz-target: Mcp.Test}}
+          - name: s
+            sse: {host: "http://127.0.0.1:$AS/sse"}
+            policies: {backendAuth: ${AWS_AUTH}}
+          - name: api
+            openapi: {schema: ${OPENAPI}, backend: awsrest}
 `
 
 describe("per-target MCP policies", () => {
   let alpha: { port: number; child: ChildProcess }
   let beta: { port: number; child: ChildProcess }
   let secure: { port: number; child: ChildProcess }
+  let sierra: { port: number; child: ChildProcess }
   let pa: Awaited<ReturnType<typeof recordingProxy>>
   let pb: Awaited<ReturnType<typeof recordingProxy>>
+  /** Verifying proxies in front of alpha (Streamable HTTP), sierra (SSE) and the REST server. */
+  let awsHttp: Awaited<ReturnType<typeof recordingProxy>>
+  let awsSse: Awaited<ReturnType<typeof recordingProxy>>
+  let awsRest: Awaited<ReturnType<typeof recordingProxy>>
   let gw: Running
   let port: number
   let dir: string
@@ -182,21 +254,30 @@ describe("per-target MCP policies", () => {
     await new Promise<void>((resolve) => rest.listen(0, "127.0.0.1", resolve))
     const restAddress = rest.address()
     const restPort = typeof restAddress === "object" && restAddress !== null ? restAddress.port : 0
-    ;[alpha, beta, secure] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta"), startFixture("http", "secure", true)])
+    ;[alpha, beta, secure, sierra] = await Promise.all([
+      startFixture("http", "alpha"),
+      startFixture("http", "beta"),
+      startFixture("http", "secure", true),
+      startFixture("sse", "sierra")
+    ])
     pa = await recordingProxy(alpha.port)
     pb = await recordingProxy(beta.port)
+    awsHttp = await recordingProxy(alpha.port, true)
+    awsSse = await recordingProxy(sierra.port, true)
+    awsRest = await recordingProxy(restPort, true)
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-target-"))
     const jwks = path.join(dir, "jwks.json")
     fs.writeFileSync(jwks, JWKS)
     port = await freePort()
-    gw = await startGateway(config(jwks), { vars: { PORT: port, PA: pa.port, PB: pb.port, TLS: secure.port, REST: restPort } })
+    gw = await startGateway(config(jwks), {
+      vars: { PORT: port, PA: pa.port, PB: pb.port, TLS: secure.port, REST: restPort, AH: awsHttp.port, AS: awsSse.port, AREST: awsRest.port }
+    })
   })
   afterAll(async () => {
     await gw.stop()
-    await pa.close()
-    await pb.close()
+    for (const p of [pa, pb, awsHttp, awsSse, awsRest]) await p.close()
     await new Promise<void>((resolve) => rest.close(() => resolve()))
-    for (const p of [alpha, beta, secure]) p.child.kill()
+    for (const p of [alpha, beta, secure, sierra]) p.child.kill()
     fs.rmSync(dir, { recursive: true, force: true })
   })
 
@@ -300,5 +381,132 @@ describe("per-target MCP policies", () => {
     const result = await client.callTool({ name: "whoami", arguments: {} })
     expect(result.structuredContent).toEqual({ path: "/whoami", via: "rest" })
     await client.close()
+  })
+
+  it("the client's DELETE: each upstream session's DELETE carries its target's policies and the forwarded headers", async () => {
+    const client = new Client({ name: "test", version: "1.0.0" })
+    const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/fed/mcp")), { requestInit: { headers: { "x-drop": "gone", "x-client": "c1" } } })
+    await client.connect(transport)
+    pa.seen.length = 0
+    pb.seen.length = 0
+    await transport.terminateSession()
+    // The gateway answers the client's DELETE once the upstream DELETEs are answered.
+    const [toA] = deletes(pa.seen)
+    const [toB] = deletes(pb.seen)
+    expect(toA?.headers["mcp-session-id"]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(toA?.headers["authorization"]).toBe("Bearer secret-a")
+    expect(toA?.headers["x-target"]).toBe("a")
+    expect(toA?.headers["x-drop"]).toBeUndefined()
+    expect(toA?.headers["x-client"]).toBe("c1")
+    expect(toB?.headers["mcp-session-id"]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(toB?.headers["authorization"]).toBeUndefined()
+    expect(toB?.headers["x-target"]).toBeUndefined()
+    expect(toB?.headers["x-drop"]).toBe("gone")
+    await client.close()
+  })
+
+  it("passthrough: the DELETE after the client's DELETE carries the JWT the DELETE presented", async () => {
+    const { client, transport } = await connectWithToken(gw.url(port, "/jwt/mcp"), token)
+    pa.seen.length = 0
+    pb.seen.length = 0
+    await transport.terminateSession()
+    expect(deletes(pa.seen).map((d) => d.headers["authorization"])).toEqual([`Bearer ${token}`])
+    expect(deletes(pb.seen).map((d) => d.headers["authorization"])).toEqual([undefined])
+    await client.close()
+  })
+
+  it("aws: every request to a signing target carries a SigV4 signature its peer recomputes (GET and DELETE included)", async () => {
+    for (const p of [awsHttp, awsSse, awsRest]) p.seen.length = 0
+    const client = new Client({ name: "test", version: "1.0.0" })
+    // The client's own credential is dropped: the signer owns Authorization.
+    const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/aws/mcp")), { requestInit: { headers: { authorization: "Bearer client" } } })
+    await client.connect(transport)
+    expect((await client.callTool({ name: "h_echo", arguments: { text: "signed" } })).content).toEqual([{ type: "text", text: "alpha: signed" }])
+    expect((await client.callTool({ name: "s_echo", arguments: { text: "signed" } })).content).toEqual([{ type: "text", text: "sierra: signed" }])
+    expect((await client.callTool({ name: "api_whoami", arguments: {} })).structuredContent).toEqual({ path: "/whoami", via: null })
+    // The upstream GET stream opens in the background after initialize.
+    expect(await waitFor(() => awsHttp.seen.some((s) => s.method === "GET"))).toBe(true)
+    await transport.terminateSession()
+    await client.close()
+    // A request whose signature did not verify would have been refused (and its call failed).
+    for (const p of [awsHttp, awsSse, awsRest]) expect(p.seen.map((s) => [s.method, s.aws?.valid])).toEqual(p.seen.map((s) => [s.method, true]))
+    expect(new Set(awsHttp.seen.map((s) => s.method))).toEqual(new Set(["POST", "GET", "DELETE"]))
+    expect(new Set(awsSse.seen.map((s) => s.method))).toEqual(new Set(["GET", "POST"]))
+    expect(awsRest.seen.map((s) => `${s.method} ${s.url}`)).toEqual(["GET /whoami"])
+    const [httpCall] = toolCalls(awsHttp.seen)
+    expect(httpCall?.body).toContain(`"text":"signed"`)
+    expect(httpCall?.aws?.signedHeaders).toEqual(["content-type", "host", "x-amz-date", "x-amz-target"])
+    expect(deletes(awsHttp.seen)[0]?.aws?.signedHeaders).toEqual(["host", "x-amz-date", "x-amz-target"])
+    const [sseCall] = toolCalls(awsSse.seen)
+    expect(sseCall?.url).toMatch(/^\/messages\?sessionId=/)
+    expect(sseCall?.aws?.signedHeaders).toEqual(["content-type", "host", "x-amz-date"])
+  })
+})
+
+describe("the upstream session's DELETE after idle expiry (no downstream request)", () => {
+  let alpha: { port: number; child: ChildProcess }
+  let beta: { port: number; child: ChildProcess }
+  let pa: Awaited<ReturnType<typeof recordingProxy>>
+  let pb: Awaited<ReturnType<typeof recordingProxy>>
+  let gw: Running
+  let port: number
+  let dir: string
+  beforeAll(async () => {
+    ;[alpha, beta] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta")])
+    pa = await recordingProxy(alpha.port)
+    pb = await recordingProxy(beta.port)
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-idle-"))
+    const jwks = path.join(dir, "jwks.json")
+    fs.writeFileSync(jwks, JWKS)
+    port = await freePort()
+    gw = await startGateway(`
+config:
+  mcp: {sessionTtl: 1s}
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - policies:
+        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
+      backends:
+      - mcp:
+          targets:
+          - name: a
+            mcp: {host: "http://127.0.0.1:$PA/mcp"}
+            policies:
+              backendAuth: {key: secret-a}
+              requestHeaderModifier: {set: {x-target: a}}
+          - name: j
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
+            policies: {backendAuth: {passthrough: {}}}
+`, { vars: { PORT: port, PA: pa.port, PB: pb.port } })
+  })
+  afterAll(async () => {
+    await gw.stop()
+    await pa.close()
+    await pb.close()
+    for (const p of [alpha, beta]) p.child.kill()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  it("key and header edits are sent; passthrough has no request to take a JWT from and sends none", async () => {
+    // No GET stream from the client: the session idles out.
+    const init = await fetch(gw.url(port, "/mcp"), {
+      method: "POST",
+      headers: { accept: BOTH, "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "t", version: "1" } } })
+    })
+    expect(init.status).toBe(200)
+    await init.text()
+    // While the session lived, passthrough sent the JWT.
+    expect(pb.seen.find((s) => s.body.includes(`"method":"initialize"`))?.headers["authorization"]).toBe(`Bearer ${token}`)
+    expect(await waitFor(() => deletes(pa.seen).length > 0 && deletes(pb.seen).length > 0)).toBe(true)
+    const [toA] = deletes(pa.seen)
+    const [toJ] = deletes(pb.seen)
+    expect(toA?.headers["mcp-session-id"]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(toA?.headers["authorization"]).toBe("Bearer secret-a")
+    expect(toA?.headers["x-target"]).toBe("a")
+    expect(toJ?.headers["mcp-session-id"]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(toJ?.headers["authorization"]).toBeUndefined()
   })
 })

@@ -1,9 +1,11 @@
 /**
  * Per-target MCP policies without sockets: the header edit a target's `backendAuth` and
- * `requestHeaderModifier` make on a call's context, the accumulated authorizer, and the config
- * errors (path and reason) for what upstream refuses on targets.
+ * `requestHeaderModifier` make on a call's context (with and without a downstream request),
+ * the aws signer handed to the transport, the accumulated authorizer, and the config errors
+ * (path and reason) for what upstream refuses on targets.
  */
 import { describe, expect, it } from "@effect/vitest"
+import aws4 from "aws4"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -52,10 +54,48 @@ describe("TargetPolicies.editor", () => {
   it.effect("no edit without header policies", () =>
     Effect.map(TargetPolicies.editor(target({}), undefined, env), (edit) => expect(edit).toBeUndefined()).pipe(Effect.scoped))
 
-  it.effect("aws signing is refused on a target", () =>
+  it.effect("without a downstream request: key and header edits apply, passthrough adds nothing", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(TargetPolicies.editor(target({ backendAuth: { aws: { accessKeyId: "a", secretAccessKey: "b", region: "r" } } }), undefined, env))
-      expect(Exit.isFailure(exit) && String(Cause.squash(exit.cause))).toContain("aws signing is not supported on MCP targets")
+      const keyed = yield* editOf({ backendAuth: { key: "k1" }, requestHeaderModifier: { set: { "x-t": "a" } } })
+      expect((yield* keyed({ headers: undefined, protocolVersion: undefined })).headers).toEqual({ authorization: "Bearer k1", "x-t": "a", host: "127.0.0.1:1" })
+      const passthrough = yield* editOf({ backendAuth: { passthrough: {} } })
+      expect((yield* passthrough({ headers: undefined, protocolVersion: undefined })).headers?.["authorization"]).toBeUndefined()
+    }).pipe(Effect.scoped))
+
+  it.effect("aws: the edit hands the transport a signer, which signs the request as sent", () =>
+    Effect.gen(function*() {
+      const credentials = { accessKeyId: "AKIDTARGET", secretAccessKey: "target-secret" }
+      const edit = yield* editOf({
+        backendAuth: { aws: { ...credentials, region: "eu-west-1", serviceName: "execute-api" } },
+        requestHeaderModifier: { set: { "x-amz-target": "Mcp.Call" } }
+      })
+      for (const downstream of [request({ headers: { authorization: "Bearer client" } }), undefined]) {
+        const call = yield* edit({ headers: { authorization: "Bearer client", "x-keep": "1" }, protocolVersion: undefined, request: downstream })
+        // Nothing is signed yet: the transport builds the request.
+        expect(call.headers?.["authorization"]).toBe("Bearer client")
+        expect(call.sign).toBeDefined()
+        const headers: Record<string, string | Array<string>> = { ...call.headers, host: "127.0.0.1:1", "content-type": "application/json" }
+        const body = Buffer.from(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+        yield* call.sign!({ method: "POST", path: "/mcp?x=1", headers, body })
+        const auth = String(headers["authorization"])
+        expect(auth).toMatch(/^AWS4-HMAC-SHA256 Credential=AKIDTARGET\/\d{8}\/eu-west-1\/execute-api\/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, /)
+        const check = new aws4.RequestSigner(
+          {
+            method: "POST",
+            path: "/mcp?x=1",
+            headers: { "content-type": "application/json", host: "127.0.0.1:1", "x-amz-date": String(headers["x-amz-date"]), "x-amz-target": "Mcp.Call" },
+            body,
+            service: "execute-api",
+            region: "eu-west-1",
+            doNotModifyHeaders: true
+          },
+          credentials
+        )
+        check.datetime = String(headers["x-amz-date"])
+        check.sign()
+        expect(auth).toBe(check.request.headers?.["Authorization"])
+        expect(headers["x-keep"]).toBe("1")
+      }
     }).pipe(Effect.scoped))
 })
 
@@ -113,9 +153,10 @@ describe("per-target policies in the config", () => {
     expect(await firstIssue(withTarget(`{name: a, stdio: {cmd: x}, policies: {backendAuth: {key: k}}}`))).toBe(`${AT}.policies.backendAuth: policies are not supported on stdio targets`)
   })
 
-  it("refuses aws signing on a target", async () => {
-    expect(await firstIssue(withTarget(`{name: a, mcp: {host: "http://127.0.0.1:1/mcp"}, policies: {backendAuth: {aws: {accessKeyId: a, secretAccessKey: b, region: r}}}}`)))
-      .toBe(`${AT}.policies.backendAuth: aws signing is not supported on MCP targets`)
+  it("accepts aws signing on HTTP targets", async () => {
+    const aws = `{backendAuth: {aws: {accessKeyId: a, secretAccessKey: b, region: r}}}`
+    expect(await firstIssue(withTarget(`{name: a, mcp: {host: "http://127.0.0.1:1/mcp"}, policies: ${aws}}`))).toBe("valid")
+    expect(await firstIssue(withTarget(`{name: a, sse: {host: "http://127.0.0.1:1/sse"}, policies: ${aws}}`))).toBe("valid")
   })
 
   it("resolves {backend: name} targets against host backends only", async () => {

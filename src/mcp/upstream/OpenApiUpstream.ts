@@ -3,7 +3,8 @@
  * document compiled when the snapshot was built (`OpenApi.load`), except `tools/call`, which
  * becomes one HTTP request to the target's `host:port` over the shared upstream pools. Nothing
  * is held per session (no connection, resume token `null`), so the target joins encoded,
- * resumable session ids and stateless backends alike.
+ * resumable session ids and stateless backends alike. A call carrying a signer
+ * (`CallContext.sign`, backendAuth aws) has the request signed as sent.
  *
  * @since 0.1.0
  */
@@ -40,7 +41,7 @@ const send = (
   }
   for (const [k, v] of Object.entries(req.headers)) headers[k] = v
   headers["host"] = host
-  return Effect.tryPromise({
+  const exchange = Effect.tryPromise({
     try: async (signal) => {
       const res = await Undici.requestOn(pool, { method: req.method, path: req.path, headers, body: req.body === undefined ? null : Buffer.from(req.body), signal })
       const declared = Number(res.headers["content-length"])
@@ -58,6 +59,8 @@ const send = (
     },
     catch: (cause) => (cause instanceof UpstreamError ? cause : connectionFailed(target, cause))
   })
+  // backendAuth aws: signed as sent, body included.
+  return call.sign === undefined ? exchange : Effect.andThen(call.sign({ method: req.method, path: req.path, headers, body: req.body }), exchange)
 }
 
 type Transport = Extract<Ir.McpTransport, { _tag: "OpenApi" }>

@@ -6,7 +6,9 @@
  * backpressure (the undici body is paused while the client's stream is full). The endpoint
  * must be on the target's origin, so a server cannot point the gateway's POSTs elsewhere.
  * Closing the session aborts the stream; a stream that ends fails what is pending. Not
- * resumable: the stream is the upstream session.
+ * resumable: the stream is the upstream session. The GET has no client call: it carries what
+ * `Inbound.ownCall` gives (the target's policy edits, no downstream headers). A call carrying
+ * a signer (`CallContext.sign`) has each request signed as sent, body included.
  *
  * @since 0.1.0
  */
@@ -72,6 +74,16 @@ class SseConnection implements Upstream {
 
   /** GETs the stream and succeeds once the endpoint is known. */
   open(): Effect.Effect<SseConnection, UpstreamError> {
+    return Effect.flatMap(this.inbound.ownCall(), (call) => {
+      const headers: Record<string, string | Array<string>> = { ...call.headers }
+      headers["host"] = this.host
+      headers["accept"] = "text/event-stream"
+      const get = this.get(headers)
+      return call.sign === undefined ? get : Effect.andThen(call.sign({ method: "GET", path: this.base.pathname + this.base.search, headers, body: undefined }), get)
+    })
+  }
+
+  private get(headers: Record<string, string | Array<string>>): Effect.Effect<SseConnection, UpstreamError> {
     return Effect.callback<SseConnection, UpstreamError>((resume) => {
       let done = false
       const timer = setTimeout(() => settle(this.error("no endpoint event from upstream")), ENDPOINT_TIMEOUT_MS)
@@ -90,7 +102,7 @@ class SseConnection implements Upstream {
       Undici.request(this.base.href, {
         dispatcher: this.pool,
         method: "GET",
-        headers: { host: this.host, accept: "text/event-stream" },
+        headers,
         signal: this.abort.signal
       }).then(
         (res) => {
@@ -158,18 +170,25 @@ class SseConnection implements Upstream {
 
   /** POSTs one message to the endpoint; fails on a transport error or an HTTP error status. */
   private post(message: unknown, call: CallContext): Effect.Effect<void, UpstreamError> {
-    return Effect.callback<void, UpstreamError>((resume) => {
+    return Effect.suspend(() => {
       const endpoint = this.endpoint
-      if (this.closed || endpoint === undefined) {
-        resume(Effect.fail(this.error("upstream connection closed")))
-        return
-      }
-      const abort = new AbortController()
+      if (this.closed || endpoint === undefined) return Effect.fail(this.error("upstream connection closed"))
       const headers: Record<string, string | Array<string>> = { ...call.headers }
       headers["host"] = this.host
       headers["content-type"] = "application/json"
       if (call.protocolVersion !== undefined) headers["mcp-protocol-version"] = call.protocolVersion
-      Undici.request(new URL(endpoint, this.base).href, { dispatcher: this.pool, method: "POST", headers, body: JSON.stringify(message), signal: abort.signal }).then(
+      const text = JSON.stringify(message)
+      if (call.sign === undefined) return this.postTo(endpoint, headers, text)
+      // Signed over the exact bytes sent.
+      const body = Buffer.from(text, "utf8")
+      return Effect.andThen(call.sign({ method: "POST", path: endpoint, headers, body }), this.postTo(endpoint, headers, body))
+    })
+  }
+
+  private postTo(endpoint: string, headers: Record<string, string | Array<string>>, body: string | Buffer): Effect.Effect<void, UpstreamError> {
+    return Effect.callback<void, UpstreamError>((resume) => {
+      const abort = new AbortController()
+      Undici.request(new URL(endpoint, this.base).href, { dispatcher: this.pool, method: "POST", headers, body, signal: abort.signal }).then(
         (res) => {
           if (res.statusCode < 400) {
             res.body.resume()

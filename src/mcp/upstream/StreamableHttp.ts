@@ -4,7 +4,10 @@
  * with backpressure: the undici body is paused while the client's stream is full). The
  * upstream `mcp-session-id` is kept and sent on every later call; it is also the resume
  * token sealed into the gateway's session id. `listen` opens the upstream GET stream; closing
- * the session DELETEs the upstream session.
+ * the session DELETEs the upstream session, with the headers of `Inbound.ownCall` (the call
+ * the session ended on, edited by the target's policies), unless a config reload handed the
+ * session to the next snapshot (`Inbound.handedOver`). A call carrying a signer
+ * (`CallContext.sign`) has each request signed as sent, body included.
  *
  * @since 0.1.0
  */
@@ -17,7 +20,7 @@ import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { MAX_MESSAGE_BYTES, type SseParser } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, httpOrigin, type Inbound, logFailure, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** How long closing a session waits for the upstream to answer its DELETE. */
@@ -207,10 +210,10 @@ class HttpConnection implements Upstream {
     this.sessionId = sessionId
   }
 
-  private headers(call: CallContext | undefined, accept: string, method: string | undefined): Record<string, string | Array<string>> {
+  private headers(call: CallContext | undefined, accept: string | undefined, method: string | undefined): Record<string, string | Array<string>> {
     const h: Record<string, string | Array<string>> = { ...call?.headers }
     h["host"] = this.host
-    h["accept"] = accept
+    if (accept !== undefined) h["accept"] = accept
     if (method !== undefined) h["content-type"] = "application/json"
     if (call?.protocolVersion !== undefined && method !== "initialize") h["mcp-protocol-version"] = call.protocolVersion
     if (this.sessionId !== undefined) h["mcp-session-id"] = this.sessionId
@@ -228,15 +231,28 @@ class HttpConnection implements Upstream {
     id: number | undefined,
     call: CallContext | undefined
   ): Effect.Effect<McpSchema.Response | undefined, UpstreamError> {
+    return Effect.suspend(() => {
+      const headers = this.headers(call, "application/json, text/event-stream", method)
+      const text = JSON.stringify(message)
+      const sign = call?.sign
+      if (sign === undefined) return this.dispatchPost(headers, text, method, id, call)
+      // Signed over the exact bytes sent.
+      const body = Buffer.from(text, "utf8")
+      return Effect.flatMap(sign({ method: "POST", path: this.path, headers, body }), () => this.dispatchPost(headers, body, method, id, call))
+    })
+  }
+
+  private dispatchPost(
+    headers: Record<string, string | Array<string>>,
+    body: string | Buffer,
+    method: string | undefined,
+    id: number | undefined,
+    call: CallContext | undefined
+  ): Effect.Effect<McpSchema.Response | undefined, UpstreamError> {
     return Effect.callback<McpSchema.Response | undefined, UpstreamError>((resume) => {
       const exchange = new PostExchange(this, method, id, resume)
       try {
-        this.pool.dispatch({
-          path: this.path,
-          method: "POST",
-          headers: this.headers(call, "application/json, text/event-stream", method),
-          body: JSON.stringify(message)
-        }, exchange)
+        this.pool.dispatch({ path: this.path, method: "POST", headers, body }, exchange)
       } catch (cause) {
         // undici throws synchronously on invalid input (a CR/LF in a forwarded header).
         exchange.fail(connectionFailed(this.target, cause))
@@ -298,24 +314,38 @@ class HttpConnection implements Upstream {
     Effect.asVoid(this.post(message, "method" in message ? message.method : undefined, undefined, call))
 
   readonly listen = (call: CallContext) =>
-    Effect.sync(() => {
-      if (this.listening !== undefined || this.closed) return
+    Effect.suspend(() => {
+      if (this.listening !== undefined || this.closed) return Effect.void
       const abort = new AbortController()
       this.listening = abort
-      Undici.request(this.url, { dispatcher: this.pool, method: "GET", headers: this.headers(call, "text/event-stream", undefined), signal: abort.signal }).then(
-        (res) => {
-          if (res.statusCode !== 200) {
-            res.body.resume()
-            return
-          }
-          // An ended stream is reopened by the next `listen` (the client's next GET).
-          this.readStream(res.body, undefined, () => {
-            if (this.listening === abort) this.listening = undefined
-          })
+      const headers = this.headers(call, "text/event-stream", undefined)
+      if (call.sign === undefined) return Effect.sync(() => this.open(abort, headers))
+      return Effect.matchEffect(call.sign({ method: "GET", path: this.path, headers, body: undefined }), {
+        onFailure: (e) => {
+          if (this.listening === abort) this.listening = undefined
+          return logFailure(e)
         },
-        () => {}
-      )
+        onSuccess: () => Effect.sync(() => this.open(abort, headers))
+      })
     })
+
+  /** Opens the GET stream (`listen`). */
+  private open(abort: AbortController, headers: Record<string, string | Array<string>>): void {
+    if (abort.signal.aborted) return
+    Undici.request(this.url, { dispatcher: this.pool, method: "GET", headers, signal: abort.signal }).then(
+      (res) => {
+        if (res.statusCode !== 200) {
+          res.body.resume()
+          return
+        }
+        // An ended stream is reopened by the next `listen` (the client's next GET).
+        this.readStream(res.body, undefined, () => {
+          if (this.listening === abort) this.listening = undefined
+        })
+      },
+      () => {}
+    )
+  }
 
   readonly resumeToken = () => this.sessionId ?? null
 
@@ -324,19 +354,33 @@ class HttpConnection implements Upstream {
       this.closed = true
       this.listening?.abort()
       const sid = this.sessionId
-      if (sid === undefined) return Effect.void
-      return Effect.promise(() =>
-        Undici.request(this.url, {
-          dispatcher: this.pool,
-          method: "DELETE",
-          headers: { host: this.host, "mcp-session-id": sid },
-          // A session's end (and the gateway's shutdown) never waits on an upstream that does not answer.
-          signal: AbortSignal.timeout(DELETE_TIMEOUT_MS)
-        }).then(
-          (res) => res.body.resume(),
-          () => undefined
+      // Handed to the next snapshot (a reload): it resumes this upstream session, which must live on.
+      if (sid === undefined || this.inbound.handedOver()) return Effect.void
+      // The DELETE carries what the target's other requests carry: forwarded headers, policy edits, a signature.
+      const prepare = Effect.flatMap(this.inbound.ownCall(), (call) => {
+        const headers = this.headers(call, undefined, undefined)
+        return Effect.as(call.sign === undefined ? Effect.void : call.sign({ method: "DELETE", path: this.path, headers, body: undefined }), headers)
+      })
+      const send = (headers: Record<string, string | Array<string>>) =>
+        Effect.promise(() =>
+          Undici.request(this.url, {
+            dispatcher: this.pool,
+            method: "DELETE",
+            headers,
+            signal: AbortSignal.timeout(DELETE_TIMEOUT_MS)
+          }).then(
+            (res) => res.body.resume(),
+            () => undefined
+          )
         )
-      ).pipe(Effect.asVoid)
+      // A session's end (and the gateway's shutdown) never waits on an upstream that does not
+      // answer, nor on a credential that cannot be had (then no DELETE: it would be refused).
+      return prepare.pipe(
+        Effect.timeoutOption(DELETE_TIMEOUT_MS),
+        Effect.flatMap((headers) => (headers._tag === "Some" ? send(headers.value) : Effect.void)),
+        Effect.catch(logFailure),
+        Effect.asVoid
+      )
     })
   }
 }

@@ -8,6 +8,8 @@
  *   deep {depth}             → (not listed) a result nested `depth` levels, deeper than a gateway accepts
  *   slow                     → (not listed) logs "slow started", then waits until the request is cancelled (≤ 30 s)
  *   cancellations            → (not listed) how many `slow` calls this process saw cancelled, and their request ids
+ *   session                  → (not listed) JSON {id: this MCP session's id (http), servers: MCP sessions this process started}
+ *   wait {file}              → (not listed) logs "wait started", then answers "released" once `file` exists (≤ 30 s)
  * FIXTURE_NAME names the server; FIXTURE_PID_FILE, when set, gets the pid at start; FIXTURE_TLS_DIR
  * (a directory with server.pem and server.key) serves http/sse modes over TLS.
  */
@@ -33,7 +35,11 @@ if (process.env["FIXTURE_PID_FILE"]) fs.writeFileSync(process.env["FIXTURE_PID_F
 /** `slow` calls cancelled so far in this process (by `notifications/cancelled`), with their request ids. */
 const cancelled: Array<string | number> = []
 
+/** MCP sessions (servers) this process started: one per upstream initialize in http mode. */
+let servers = 0
+
 const makeServer = () => {
+  servers++
   const extra: Array<string> = []
   const server = new Server({ name, version: "1.0.0" }, { capabilities: { tools: { listChanged: true }, logging: {} }, instructions: `${name} instructions` })
   server.setRequestHandler(ListToolsRequestSchema, async () => ({
@@ -72,6 +78,14 @@ const makeServer = () => {
       }
       case "cancellations":
         return { content: [{ type: "text", text: JSON.stringify(cancelled) }] }
+      case "session":
+        return { content: [{ type: "text", text: JSON.stringify({ id: ctx.sessionId ?? null, servers }) }] }
+      case "wait": {
+        await ctx.sendNotification({ method: "notifications/message", params: { level: "info", data: "wait started" } })
+        const file = String(args["file"])
+        for (let i = 0; i < 1200 && !fs.existsSync(file); i++) await new Promise((r) => setTimeout(r, 25))
+        return { content: [{ type: "text", text: fs.existsSync(file) ? "released" : "timed out" }] }
+      }
       case "deep": {
         let nested: unknown = {}
         for (let i = 0; i < Number(args["depth"]); i++) nested = { n: nested }
