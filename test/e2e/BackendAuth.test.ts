@@ -7,7 +7,6 @@
  * public key (cached, one fetch for concurrent requests); and failures that never show a
  * credential to the client.
  */
-import aws4 from "aws4"
 import { exportJWK, exportPKCS8, generateKeyPair, jwtVerify, SignJWT } from "jose"
 import * as fs from "node:fs"
 import * as http from "node:http"
@@ -18,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { send } from "../support/Client.ts"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { startUpstream, type Upstream } from "../support/Upstream.ts"
+import { verifySigV4 } from "../support/SigV4.ts"
 
 const ISSUER = "https://idp.example"
 const userKeys = await generateKeyPair("RS256")
@@ -54,20 +54,7 @@ interface AwsCheck {
   readonly body: string
 }
 
-/** Recomputes the SigV4 signature from the request as received, with aws4 and the shared secret. */
-const verifySigV4 = (req: http.IncomingMessage, body: Buffer): AwsCheck => {
-  const auth = String(req.headers.authorization ?? "")
-  const signedHeaders = (/SignedHeaders=([^,]+)/.exec(auth)?.[1] ?? "").split(";")
-  const headers: Record<string, string> = {}
-  for (const name of signedHeaders) headers[name] = String(req.headers[name] ?? "")
-  const signer = new aws4.RequestSigner(
-    { method: req.method ?? "GET", path: req.url ?? "/", headers, body, service: AWS.service, region: AWS.region, doNotModifyHeaders: true },
-    { accessKeyId: AWS.accessKeyId, secretAccessKey: AWS.secretAccessKey }
-  )
-  signer.datetime = String(req.headers["x-amz-date"])
-  signer.sign()
-  return { valid: signer.request.headers?.["Authorization"] === auth && auth !== "", signedHeaders, body: body.toString("utf8") }
-}
+const verifyAws = (req: http.IncomingMessage, body: Buffer): AwsCheck => ({ ...verifySigV4(req, body, AWS), body: body.toString("utf8") })
 
 describe("backendAuth", () => {
   let upstream: Upstream
@@ -85,7 +72,7 @@ describe("backendAuth", () => {
   beforeAll(async () => {
     upstream = await startUpstream()
     awsPeer = http.createServer(async (req, res) => {
-      const check = verifySigV4(req, await readBody(req))
+      const check = verifyAws(req, await readBody(req))
       awsChecks.push(check)
       res.writeHead(check.valid ? 200 : 403, { "content-type": "text/plain" })
       res.end(check.valid ? "signature ok" : "bad signature")

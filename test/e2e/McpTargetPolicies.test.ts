@@ -9,7 +9,6 @@
  * `mcpAuthorization` (a top-level policy targeting the backend's `section: <target>`)
  * accumulating with the route's rules.
  */
-import aws4 from "aws4"
 import { exportJWK, generateKeyPair, SignJWT } from "jose"
 import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
@@ -22,31 +21,12 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { connectClient } from "../support/McpClient.ts"
 import { fixture, startFixture, tlsDir, waitFor } from "../support/mcp/Peers.ts"
+import { type SigV4Check, verifySigV4 } from "../support/SigV4.ts"
 
 const BOTH = "application/json, text/event-stream"
 
 const AWS = { accessKeyId: "AKIDMCPTARGET", secretAccessKey: "mcp-target-secret", region: "eu-west-1", service: "execute-api" }
 
-/** What the verifying proxy concluded about a request's SigV4 signature. */
-interface AwsCheck {
-  readonly valid: boolean
-  readonly signedHeaders: ReadonlyArray<string>
-}
-
-/** Recomputes the SigV4 signature from the request as received, with aws4 and the shared secret. */
-const verifySigV4 = (req: http.IncomingMessage, body: Buffer): AwsCheck => {
-  const auth = String(req.headers.authorization ?? "")
-  const signedHeaders = (/SignedHeaders=([^,]+)/.exec(auth)?.[1] ?? "").split(";")
-  const headers: Record<string, string> = {}
-  for (const name of signedHeaders) headers[name] = String(req.headers[name] ?? "")
-  const signer = new aws4.RequestSigner(
-    { method: req.method ?? "GET", path: req.url ?? "/", headers, body, service: AWS.service, region: AWS.region, doNotModifyHeaders: true },
-    { accessKeyId: AWS.accessKeyId, secretAccessKey: AWS.secretAccessKey }
-  )
-  signer.datetime = String(req.headers["x-amz-date"])
-  signer.sign()
-  return { valid: auth !== "" && signer.request.headers?.["Authorization"] === auth, signedHeaders }
-}
 
 interface Seen {
   readonly method: string
@@ -54,7 +34,7 @@ interface Seen {
   readonly headers: http.IncomingHttpHeaders
   readonly body: string
   /** With `verifyAws`: the signature check (a request failing it got 403 and went no further). */
-  readonly aws?: AwsCheck
+  readonly aws?: SigV4Check
 }
 
 /**
@@ -68,7 +48,7 @@ const recordingProxy = async (upstreamPort: number, verifyAws = false): Promise<
     req.on("data", (c: Buffer) => chunks.push(c))
     req.on("end", () => {
       const body = Buffer.concat(chunks)
-      const aws = verifyAws ? verifySigV4(req, body) : undefined
+      const aws = verifyAws ? verifySigV4(req, body, AWS) : undefined
       seen.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: body.toString("utf8"), ...(aws === undefined ? {} : { aws }) })
       if (aws !== undefined && !aws.valid) {
         res.writeHead(403, { "content-type": "text/plain" })
