@@ -2,7 +2,8 @@
  * Per-target MCP policies over real sockets: `backendAuth` (key, passthrough) and
  * `requestHeaderModifier` on one target's requests only (seen by a recording proxy in front of
  * each Streamable HTTP fixture), the upstream session's DELETE included (after the client's
- * DELETE, and after idle expiry, which has no downstream request), `backendAuth: {aws}` on
+ * DELETE, after idle expiry, which has no downstream request, and at the end of each stateless
+ * request, with that request's headers and JWT), `backendAuth: {aws}` on
  * Streamable HTTP, SSE and OpenAPI targets (a proxy recomputes each SigV4 signature with aws4
  * from the request it received and refuses a wrong one), `backendTLS` per target, `{backend:
  * name}` targets taking the named backend's host and `backendTLS`, and target-level
@@ -488,5 +489,109 @@ binds:
     expect(toA?.headers["x-target"]).toBe("a")
     expect(toJ?.headers["mcp-session-id"]).toMatch(/^[0-9a-f-]{36}$/)
     expect(toJ?.headers["authorization"]).toBeUndefined()
+  })
+})
+
+describe("stateless mode: the DELETE ending each request's upstream session", () => {
+  let alpha: { port: number; child: ChildProcess }
+  let beta: { port: number; child: ChildProcess }
+  let pa: Awaited<ReturnType<typeof recordingProxy>>
+  let pb: Awaited<ReturnType<typeof recordingProxy>>
+  let gw: Running
+  let port: number
+  let dir: string
+  beforeAll(async () => {
+    ;[alpha, beta] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta")])
+    pa = await recordingProxy(alpha.port)
+    pb = await recordingProxy(beta.port)
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-stateless-"))
+    const jwks = path.join(dir, "jwks.json")
+    fs.writeFileSync(jwks, JWKS)
+    port = await freePort()
+    gw = await startGateway(`
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - policies:
+        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
+      backends:
+      - mcp:
+          statefulMode: stateless
+          targets:
+          - name: a
+            mcp: {host: "http://127.0.0.1:$PA/mcp"}
+            policies:
+              backendAuth: {key: secret-a}
+              requestHeaderModifier: {set: {x-target: a}, remove: [x-drop]}
+          - name: j
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
+            policies: {backendAuth: {passthrough: {}}}
+`, { vars: { PORT: port, PA: pa.port, PB: pb.port } })
+  })
+  afterAll(async () => {
+    await gw.stop()
+    await pa.close()
+    await pb.close()
+    for (const p of [alpha, beta]) p.child.kill()
+    fs.rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** One stateless `tools/call` of `a_echo`, with `bearer` as the client's credential. */
+  const call = async (bearer: string, text: string) => {
+    const res = await fetch(gw.url(port, "/mcp"), {
+      method: "POST",
+      headers: {
+        accept: BOTH,
+        "content-type": "application/json",
+        "mcp-protocol-version": "2025-06-18",
+        authorization: `Bearer ${bearer}`,
+        "x-drop": "gone",
+        "x-client": text
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "a_echo", arguments: { text } } })
+    })
+    expect(res.status).toBe(200)
+    expect(res.headers.get("mcp-session-id")).toBeNull()
+    expect(await res.text()).toContain(`"text":"alpha: ${text}"`)
+  }
+
+  it("each request's upstream sessions end with a DELETE carrying the target's policies and that request's headers and JWT", async () => {
+    // A second credential, so each DELETE is tied to the request it ends.
+    const other = await new SignJWT({ iss: "issuer.test", aud: "aud.test", sub: "bob", exp: Math.floor(Date.now() / 1000) + 600 })
+      .setProtectedHeader({ alg: "RS256", kid: "k1" })
+      .sign(keys.privateKey)
+    pa.seen.length = 0
+    pb.seen.length = 0
+    await call(token, "one")
+    expect(await waitFor(() => deletes(pa.seen).length === 1 && deletes(pb.seen).length === 1)).toBe(true)
+    await call(other, "two")
+    expect(await waitFor(() => deletes(pa.seen).length === 2 && deletes(pb.seen).length === 2)).toBe(true)
+
+    // Target a: per request, initialize (which the upstream answers with its session id), the call, the DELETE of that session.
+    const calls = toolCalls(pa.seen)
+    expect(calls.map((c) => c.headers["x-client"])).toEqual(["one", "two"])
+    const sessions = calls.map((c) => c.headers["mcp-session-id"])
+    expect(sessions[0]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(sessions[1]).toMatch(/^[0-9a-f-]{36}$/)
+    expect(sessions[0]).not.toBe(sessions[1])
+    const toA = deletes(pa.seen)
+    expect(toA.map((d) => d.headers["mcp-session-id"])).toEqual(sessions)
+    for (const [i, d] of toA.entries()) {
+      expect(d.headers["authorization"]).toBe("Bearer secret-a")
+      expect(d.headers["x-target"]).toBe("a")
+      expect(d.headers["x-drop"]).toBeUndefined()
+      expect(d.headers["x-client"]).toBe(["one", "two"][i])
+    }
+
+    // Target j got no call, but each request opened a session there too; passthrough re-adds that request's JWT.
+    expect(toolCalls(pb.seen)).toEqual([])
+    const opened = pb.seen.filter((s) => s.method === "POST" && s.headers["mcp-session-id"] !== undefined).map((s) => s.headers["mcp-session-id"])
+    const toJ = deletes(pb.seen)
+    expect(toJ.map((d) => d.headers["mcp-session-id"])).toEqual([...new Set(opened)])
+    expect(toJ.map((d) => d.headers["authorization"])).toEqual([`Bearer ${token}`, `Bearer ${other}`])
+    expect(toJ.map((d) => d.headers["x-client"])).toEqual(["one", "two"])
+    expect(toJ.map((d) => d.headers["x-drop"])).toEqual(["gone", "gone"])
+    expect(toJ.map((d) => d.headers["x-target"])).toEqual([undefined, undefined])
   })
 })
