@@ -424,23 +424,37 @@ describe("per-target MCP policies", () => {
   })
 })
 
+/**
+ * Two SDK fixtures (alpha, beta), each behind a recording proxy (`pa`, `pb`), and a gateway on
+ * `config(jwks)` with `$PORT`, `$PA`, `$PB` filled in; `stop` undoes all of it.
+ */
+const recordedPair = async (name: string, config: (jwks: string) => string) => {
+  const [alpha, beta] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta")])
+  const pa = await recordingProxy(alpha.port)
+  const pb = await recordingProxy(beta.port)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `agw-mcp-${name}-`))
+  const jwks = path.join(dir, "jwks.json")
+  fs.writeFileSync(jwks, JWKS)
+  const port = await freePort()
+  const gw = await startGateway(config(jwks), { vars: { PORT: port, PA: pa.port, PB: pb.port } })
+  const stop = async () => {
+    await gw.stop()
+    await pa.close()
+    await pb.close()
+    for (const p of [alpha, beta]) p.child.kill()
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
+  return { pa, pb, gw, port, stop }
+}
+
 describe("the upstream session's DELETE after idle expiry (no downstream request)", () => {
-  let alpha: { port: number; child: ChildProcess }
-  let beta: { port: number; child: ChildProcess }
   let pa: Awaited<ReturnType<typeof recordingProxy>>
   let pb: Awaited<ReturnType<typeof recordingProxy>>
   let gw: Running
   let port: number
-  let dir: string
+  let stop: () => Promise<void>
   beforeAll(async () => {
-    ;[alpha, beta] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta")])
-    pa = await recordingProxy(alpha.port)
-    pb = await recordingProxy(beta.port)
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-idle-"))
-    const jwks = path.join(dir, "jwks.json")
-    fs.writeFileSync(jwks, JWKS)
-    port = await freePort()
-    gw = await startGateway(`
+    ;({ pa, pb, gw, port, stop } = await recordedPair("idle", (jwks) => `
 config:
   mcp: {sessionTtl: 1s}
 binds:
@@ -460,15 +474,9 @@ binds:
           - name: j
             mcp: {host: "http://127.0.0.1:$PB/mcp"}
             policies: {backendAuth: {passthrough: {}}}
-`, { vars: { PORT: port, PA: pa.port, PB: pb.port } })
+`))
   })
-  afterAll(async () => {
-    await gw.stop()
-    await pa.close()
-    await pb.close()
-    for (const p of [alpha, beta]) p.child.kill()
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
+  afterAll(() => stop())
 
   it("key and header edits are sent; passthrough has no request to take a JWT from and sends none", async () => {
     // No GET stream from the client: the session idles out.
@@ -493,22 +501,13 @@ binds:
 })
 
 describe("stateless mode: the DELETE ending each request's upstream session", () => {
-  let alpha: { port: number; child: ChildProcess }
-  let beta: { port: number; child: ChildProcess }
   let pa: Awaited<ReturnType<typeof recordingProxy>>
   let pb: Awaited<ReturnType<typeof recordingProxy>>
   let gw: Running
   let port: number
-  let dir: string
+  let stop: () => Promise<void>
   beforeAll(async () => {
-    ;[alpha, beta] = await Promise.all([startFixture("http", "alpha"), startFixture("http", "beta")])
-    pa = await recordingProxy(alpha.port)
-    pb = await recordingProxy(beta.port)
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-stateless-"))
-    const jwks = path.join(dir, "jwks.json")
-    fs.writeFileSync(jwks, JWKS)
-    port = await freePort()
-    gw = await startGateway(`
+    ;({ pa, pb, gw, port, stop } = await recordedPair("stateless", (jwks) => `
 binds:
 - port: $PORT
   listeners:
@@ -527,15 +526,9 @@ binds:
           - name: j
             mcp: {host: "http://127.0.0.1:$PB/mcp"}
             policies: {backendAuth: {passthrough: {}}}
-`, { vars: { PORT: port, PA: pa.port, PB: pb.port } })
+`))
   })
-  afterAll(async () => {
-    await gw.stop()
-    await pa.close()
-    await pb.close()
-    for (const p of [alpha, beta]) p.child.kill()
-    fs.rmSync(dir, { recursive: true, force: true })
-  })
+  afterAll(() => stop())
 
   /** One stateless `tools/call` of `a_echo`, with `bearer` as the client's credential. */
   const call = async (bearer: string, text: string) => {
