@@ -167,10 +167,13 @@ const wholeList = (
     const hit = session.cached(u.target, method)
     if (hit !== undefined) return Effect.succeed(hit)
     const generation = session.generationOf(u.target, method)
+    // The client's own (empty) cursor is not the target's: each page's cursor is the target's.
+    const { cursor: _clientCursor, ...others } = params ?? {}
+    const base = params === undefined ? undefined : others
     const items: Array<unknown> = []
     const seen = new Set<string>()
     const page = (cursor: string | undefined, read: number, first: Record<string, unknown>): Effect.Effect<unknown, UpstreamError> =>
-      Effect.flatMap(u.request(method, cursor === undefined ? params : { ...params, cursor }, call.context), (r) =>
+      Effect.flatMap(u.request(method, cursor === undefined ? base : { ...base, cursor }, call.context), (r) =>
         Effect.flatMap(resultOf(u.target, r), (result) => {
           const head = read === 0 && McpSchema.isRecord(result) ? result : first
           const raw = McpSchema.field(result, key)

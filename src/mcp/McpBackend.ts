@@ -146,8 +146,8 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       const heir = handover.leave(name, self)
       const sessions = [...live]
       // Only sealed, resumable sessions this backend holds can be resumed from their ids.
-      const handed = heir ? sessions.filter((s) => s.state.resumable && store.get(s.id) === s) : []
-      const ending = sessions.filter((s) => !handed.includes(s))
+      const handed = new Set(heir ? sessions.filter((s) => s.state.resumable && store.get(s.id) === s) : [])
+      const ending = sessions.filter((s) => !handed.has(s))
       for (const s of ending) if (s.state.resumable) revocations.revoke(s.state, SessionSealer.MAX_RESUME_AGE_MS)
       yield* Effect.forEach(handed, (s) => s.release(), { concurrency: "unbounded", discard: true })
       // Calls in flight on the others finish on this snapshot (its stdio children, its SSE streams) before they end.

@@ -60,6 +60,24 @@ export interface CallContext {
   readonly sign?: ((request: OutgoingRequest) => Effect.Effect<void, UpstreamError>) | undefined
 }
 
+/**
+ * Sends a request whose body is `text` (a JSON message): as is, or, when the call carries a
+ * signer, as the exact bytes the signature covers, after signing (a signing failure sends nothing).
+ */
+export const sendSigned = <A>(
+  call: CallContext | undefined,
+  method: string,
+  path: string,
+  headers: Headers.HeaderMap,
+  text: string,
+  send: (body: string | Buffer) => Effect.Effect<A, UpstreamError>
+): Effect.Effect<A, UpstreamError> => {
+  const sign = call?.sign
+  if (sign === undefined) return send(text)
+  const body = Buffer.from(text, "utf8")
+  return Effect.andThen(sign({ method, path, headers, body }), send(body))
+}
+
 /** An HTTP request a transport is about to send, for `CallContext.sign`. */
 export interface OutgoingRequest {
   readonly method: string

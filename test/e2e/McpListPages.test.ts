@@ -81,6 +81,14 @@ describe("MCP paginated upstream lists", () => {
     await client.close()
   })
 
+  it("an empty client cursor asks for the merged list; the target's first page is read without one", async () => {
+    const { client } = await connectClient(gw.url(ports["FED"]!, "/mcp"))
+    fs.writeFileSync(logs["fed"]!, "")
+    expect(await names(client, "")).toEqual({ names: ["p_a1", "p_a2", "p_a3", "p_a4", "p_a5", "q_b1"], nextCursor: undefined })
+    expect(pagesRead(logs["fed"]!)).toEqual(["-", "2", "4"])
+    await client.close()
+  })
+
   it("reads the pages once per session and again after tools/list_changed", async () => {
     const { client } = await connectClient(gw.url(ports["FED"]!, "/mcp"))
     fs.writeFileSync(logs["fed"]!, "")

@@ -20,7 +20,7 @@ import { type PoolSettings, UpstreamPools, type UpstreamTls } from "../../backen
 import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, httpOrigin, type Inbound, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, httpOrigin, type Inbound, sendSigned, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** How long connecting waits for the `endpoint` event after the stream opened. */
@@ -177,11 +177,7 @@ class SseConnection implements Upstream {
       headers["host"] = this.host
       headers["content-type"] = "application/json"
       if (call.protocolVersion !== undefined) headers["mcp-protocol-version"] = call.protocolVersion
-      const text = JSON.stringify(message)
-      if (call.sign === undefined) return this.postTo(endpoint, headers, text)
-      // Signed over the exact bytes sent.
-      const body = Buffer.from(text, "utf8")
-      return Effect.andThen(call.sign({ method: "POST", path: endpoint, headers, body }), this.postTo(endpoint, headers, body))
+      return sendSigned(call, "POST", endpoint, headers, JSON.stringify(message), (body) => this.postTo(endpoint, headers, body))
     })
   }
 

@@ -20,7 +20,7 @@ import * as Undici from "../../backends/Undici.ts"
 import type * as Ir from "../../ir/Ir.ts"
 import { MAX_MESSAGE_BYTES, type SseParser } from "../EventStream.ts"
 import * as McpSchema from "../McpSchema.ts"
-import { type CallContext, type Connect, httpOrigin, type Inbound, logFailure, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
+import { type CallContext, type Connect, httpOrigin, type Inbound, logFailure, sendSigned, type Upstream, connectionFailed, UpstreamError } from "../Upstream.ts"
 import * as Messages from "./Messages.ts"
 
 /** How long closing a session waits for the upstream to answer its DELETE. */
@@ -233,12 +233,7 @@ class HttpConnection implements Upstream {
   ): Effect.Effect<McpSchema.Response | undefined, UpstreamError> {
     return Effect.suspend(() => {
       const headers = this.headers(call, "application/json, text/event-stream", method)
-      const text = JSON.stringify(message)
-      const sign = call?.sign
-      if (sign === undefined) return this.dispatchPost(headers, text, method, id, call)
-      // Signed over the exact bytes sent.
-      const body = Buffer.from(text, "utf8")
-      return Effect.flatMap(sign({ method: "POST", path: this.path, headers, body }), () => this.dispatchPost(headers, body, method, id, call))
+      return sendSigned(call, "POST", this.path, headers, JSON.stringify(message), (body) => this.dispatchPost(headers, body, method, id, call))
     })
   }
 

@@ -2,7 +2,7 @@
  * An SDK stdio server whose `tools/list` is paginated: `node PagedServer.ts`, tools from
  * PAGED_TOOLS (comma-separated), PAGED_SIZE per page (default 2), `nextCursor` = the next offset.
  * Every tool answers "<PAGED_NAME>: <tool>". PAGED_LOG, when set, gets one line per list request
- * (its cursor, or "-" for the first page). PAGED_FAIL, when set, is a cursor whose page answers a
+ * (its cursor, "-" for none, "(empty)" for an empty one). PAGED_FAIL, when set, is a cursor whose page answers a
  * JSON-RPC error. The unlisted tool `add-tool {name}` appends a tool to the list and sends
  * `notifications/tools/list_changed`.
  */
@@ -20,7 +20,7 @@ const failing = process.env["PAGED_FAIL"]
 const server = new Server({ name, version: "1.0.0" }, { capabilities: { tools: { listChanged: true } } })
 server.setRequestHandler(ListToolsRequestSchema, async (req) => {
   const cursor = req.params?.cursor
-  if (log !== undefined) fs.appendFileSync(log, `${cursor ?? "-"}\n`)
+  if (log !== undefined) fs.appendFileSync(log, `${cursor === "" ? "(empty)" : (cursor ?? "-")}\n`)
   if (failing !== undefined && cursor === failing) throw new McpError(ErrorCode.InternalError, `page ${cursor} failed`)
   const from = cursor === undefined ? 0 : Number(cursor)
   const page = tools.slice(from, from + size).map((t) => ({ name: t, inputSchema: { type: "object" as const } }))
