@@ -61,7 +61,9 @@ export const make = (key: Buffer): SessionSealer => ({
   open: (id) => {
     if (id.length > MAX_ID_LENGTH || !/^[A-Za-z0-9_-]+$/.test(id)) return "invalid"
     const raw = Buffer.from(id, "base64url")
-    if (raw.length < NONCE_BYTES + TAG_BYTES + 2) return "invalid"
+    // Only the canonical spelling opens: base64url's last character carries unused low bits,
+    // and a second spelling of the same bytes would be a second id for one session.
+    if (raw.length < NONCE_BYTES + TAG_BYTES + 2 || raw.toString("base64url") !== id) return "invalid"
     try {
       const decipher = crypto.createDecipheriv("aes-256-gcm", key, raw.subarray(0, NONCE_BYTES))
       decipher.setAuthTag(raw.subarray(raw.length - TAG_BYTES))

@@ -84,6 +84,26 @@ describe("MCP sessions", () => {
     }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
 })
 
+describe("SessionSealer", () => {
+  it("opens only the canonical spelling of an id (the unused low bits of the last character are not a second id)", () => {
+    const sealer = SessionSealer.make(Buffer.from(key, "hex"))
+    const state = { backend: "/b", identity: "", protocolVersion: "2025-06-18", upstreams: {}, resumable: true, nonce: "n", issuedAt: 1 }
+    let checked = 0
+    for (let i = 0; i < 64 && checked < 8; i++) {
+      const id = sealer.seal({ ...state, nonce: "n".repeat(i + 1) })
+      if (id.length % 4 === 0) continue // no unused bits
+      assert.notStrictEqual(sealer.open(id), "invalid")
+      const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+      const last = alphabet.indexOf(id[id.length - 1]!)
+      const twin = id.slice(0, -1) + alphabet[last ^ 1]
+      assert.deepStrictEqual(Buffer.from(twin, "base64url"), Buffer.from(id, "base64url"))
+      assert.strictEqual(sealer.open(twin), "invalid")
+      checked++
+    }
+    assert.isAtLeast(checked, 8)
+  })
+})
+
 const init = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
 const ping = { jsonrpc: "2.0", id: 2, method: "ping" }
 const remove = (session: string) => request({ method: "DELETE", path: "/mcp", headers: { "mcp-session-id": session } })
