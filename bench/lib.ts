@@ -38,6 +38,8 @@ export const ROUNDS = Math.round(positive("BENCH_ROUNDS", 10))
 /** Repetitions with fresh proxy processes (`BENCH_REPEAT`), for bench/http.ts and bench/policies.ts. */
 export const REPEAT = Math.max(1, Math.round(positive("BENCH_REPEAT", 1)))
 export const GATEWAY_NODE_ARGS = (process.env["BENCH_GATEWAY_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
+/** Extra node flags for the baseline proxy (`BENCH_BASELINE_NODE_ARGS`), to profile it the same way. */
+export const BASELINE_NODE_ARGS = (process.env["BENCH_BASELINE_NODE_ARGS"] ?? "").split(/\s+/).filter((a) => a !== "")
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url))
 export const BENCH_DIR = fileURLToPath(new URL(".", import.meta.url))
@@ -126,7 +128,7 @@ export const forkServer = (name: string, script: string, args: ReadonlyArray<str
   new Promise((resolve, reject) => {
     const child = track(fork(path.join(BENCH_DIR, script), [...args], {
       execPath: NODE_BIN,
-      execArgv: ["--disable-warning=ExperimentalWarning"],
+      execArgv: ["--disable-warning=ExperimentalWarning", ...(script === "baseline-proxy.ts" ? BASELINE_NODE_ARGS : [])],
       stdio: ["ignore", "inherit", "inherit", "ipc"]
     }))
     const timer = setTimeout(() => reject(new Error(`${name} did not report a port within 15 s`)), 15_000)

@@ -17,6 +17,7 @@ import type { PoolSettings, UpstreamPools, UpstreamTls } from "../backends/Pools
 import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
+import type * as BackendAuth from "../policies/BackendAuth.ts"
 import type { BuildEnv, Handler } from "../pipeline/Policy.ts"
 import { currentRequest } from "../pipeline/RequestContext.ts"
 import type * as Fanout from "./Fanout.ts"
@@ -59,6 +60,11 @@ export interface BuildOptions {
   readonly authorize?: Authorizer
   /** The MCP backend's `backendTLS` and its config path: TLS settings for its HTTP targets (and TLS even for `http://` ones, as on host backends). */
   readonly backendTls?: { readonly config: BackendTls.Config; readonly path: string }
+  /**
+   * The backend's own `backendAuth` when it must run per target (`BackendAuth.perMcpTarget`: aws,
+   * an audience-less gcp ID token): HTTP targets without a `backendAuth` of their own get it.
+   */
+  readonly targetAuth?: { readonly config: BackendAuth.Config; readonly path: string }
   /** Replaces the in-memory session store. */
   readonly store?: SessionStore
   /** Replaces the session cap (default MAX_SESSIONS, MAX_STDIO_SESSIONS with a stdio target). */
@@ -129,7 +135,11 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
         }
       }
       // Traced outermost: the span's context goes through the target's own policies like any header.
-      connects.push({ target: target.name, connect: Traced.connect(TargetPolicies.connectWith(connect, yield* TargetPolicies.editor(target, host, env))) })
+      const inherited = options.targetAuth !== undefined && transport._tag !== "Stdio" && (target.policies?.backendAuth ?? undefined) === undefined
+        ? options.targetAuth
+        : undefined
+      const edit = yield* TargetPolicies.editor(target, host, env, inherited)
+      connects.push({ target: target.name, connect: Traced.connect(TargetPolicies.connectWith(connect, edit)) })
     }
     const authorize = yield* TargetPolicies.authorizer(options.authorize ?? allowAll, ir.targets)
     const store = options.store ?? memoryStore()

@@ -73,14 +73,17 @@ const view = (request: ProxyRequest, headers: Headers.HeaderMap): ProxyRequest =
 export const editor = (
   target: Ir.McpTarget,
   host: string | undefined,
-  env: BuildEnv
+  env: BuildEnv,
+  /** The MCP backend's `backendAuth`, for a target without one (McpBackend `targetAuth`). */
+  inherited?: { readonly config: BackendAuth.Config; readonly path: string }
 ): Effect.Effect<Edit | undefined, ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const policies = target.policies ?? {}
-    const auth = policies.backendAuth ?? undefined
+    const own = policies.backendAuth ?? undefined
+    const auth = own ?? inherited?.config
     const modifier = policies.requestHeaderModifier ?? undefined
     if (auth === undefined && modifier === undefined) return undefined
-    const authPath = `${target.path}.policies.backendAuth`
+    const authPath = own === undefined && inherited !== undefined ? inherited.path : `${target.path}.policies.backendAuth`
     // aws signs the request as sent, which only the transport has (it builds the body).
     const signsAtSend = auth !== undefined && typeof auth !== "string" && auth.aws !== undefined && auth.aws !== null
     const compiled = modifier === undefined ? undefined : HeaderModifier.compile(modifier)

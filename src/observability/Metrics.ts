@@ -45,34 +45,27 @@ export const REQUEST_DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 /** Buckets of `agentgateway_upstream_connect_duration_seconds` (upstream's CONNECT_DURATION_BUCKET). */
 export const CONNECT_DURATION_BUCKETS = [0.0005, 0.0015, 0.0043, 0.0126, 0.0368, 0.108, 0.316, 0.924, 2.71, 8]
 
-const requestsTotal = Metric.counter("agentgateway_requests_total", {
-  description: "The total number of HTTP requests sent",
-  incremental: true
-})
-const requestDuration = Metric.histogram("agentgateway_request_duration_seconds", {
-  description: "Duration of HTTP requests (seconds)",
-  boundaries: REQUEST_DURATION_BUCKETS
-})
-const responseBytes = Metric.counter("agentgateway_response_bytes_total", {
-  description: "Total HTTP response bytes received",
-  incremental: true
-})
-const retriesTotal = Metric.counter("agentgateway_retries_total", {
-  description: "The total number of request retries",
-  incremental: true
-})
-const mcpRequestsTotal = Metric.counter("agentgateway_mcp_requests_total", {
-  description: "Total number of MCP tool calls",
-  incremental: true
-})
-const downstreamConnections = Metric.counter("agentgateway_downstream_connections_total", {
-  description: "The total number of downstream connections established",
-  incremental: true
-})
-const upstreamConnectDuration = Metric.histogram("agentgateway_upstream_connect_duration_seconds", {
-  description: "Duration to establish upstream connection (seconds)",
-  boundaries: CONNECT_DURATION_BUCKETS
-})
+/**
+ * A labelled series is a metric of its own with fixed attributes. `Metric.withAttributes` would
+ * address the same registry entry, but it rebuilds the series key (sorted attributes,
+ * `JSON.stringify`) on every update; a metric built with its attributes computes it once.
+ */
+const counterSeries = (name: string, description: string) => (attributes: Metric.Metric.Attributes): Metric.Counter<number> =>
+  Metric.counter(name, { description, incremental: true, attributes })
+const histogramSeries = (name: string, description: string, boundaries: ReadonlyArray<number>) =>
+(attributes: Metric.Metric.Attributes): Metric.Histogram<number> => Metric.histogram(name, { description, boundaries, attributes })
+
+const requestsTotal = counterSeries("agentgateway_requests_total", "The total number of HTTP requests sent")
+const requestDuration = histogramSeries("agentgateway_request_duration_seconds", "Duration of HTTP requests (seconds)", REQUEST_DURATION_BUCKETS)
+const responseBytes = counterSeries("agentgateway_response_bytes_total", "Total HTTP response bytes received")
+const retriesTotal = counterSeries("agentgateway_retries_total", "The total number of request retries")
+const mcpRequestsTotal = counterSeries("agentgateway_mcp_requests_total", "Total number of MCP tool calls")
+const downstreamConnections = counterSeries("agentgateway_downstream_connections_total", "The total number of downstream connections established")
+const upstreamConnectDuration = histogramSeries(
+  "agentgateway_upstream_connect_duration_seconds",
+  "Duration to establish upstream connection (seconds)",
+  CONNECT_DURATION_BUCKETS
+)
 const configReloads = Metric.counter("agentgateway_config_reloads_total", {
   description: "Config load attempts by result (success, failure), the initial load included.",
   incremental: true
@@ -210,10 +203,10 @@ export class RequestMetrics {
     }
     if (custom !== undefined) this.customNames.forEach((name, i) => (attributes[name] = custom[i]!))
     return {
-      total: Metric.withAttributes(requestsTotal, attributes),
-      duration: Metric.withAttributes(requestDuration, attributes),
-      bytes: Metric.withAttributes(responseBytes, attributes),
-      retries: Metric.withAttributes(retriesTotal, attributes)
+      total: requestsTotal(attributes),
+      duration: requestDuration(attributes),
+      bytes: responseBytes(attributes),
+      retries: retriesTotal(attributes)
     }
   }
 
@@ -292,7 +285,7 @@ export class RequestMetrics {
         route_rule: orUnknown(route?.ruleName)
       }
       if (custom !== undefined) this.customNames.forEach((name, i) => (attributes[name] = custom[i]!))
-      s = Metric.withAttributes(mcpRequestsTotal, attributes)
+      s = mcpRequestsTotal(attributes)
       this.mcpSeries.set(key, s)
     }
     s.updateUnsafe(1, this.context)
@@ -303,7 +296,7 @@ export class RequestMetrics {
     const key = `${bind}\u0000${gateway}\u0000${listener}\u0000${protocol}`
     let s = this.connections.get(key)
     if (s === undefined) {
-      s = Metric.withAttributes(downstreamConnections, {
+      s = downstreamConnections({
         bind: orUnknown(bind),
         gateway: orUnknown(gateway),
         listener: orUnknown(listener),
@@ -318,7 +311,7 @@ export class RequestMetrics {
   upstreamConnect(transport: string, seconds: number): void {
     let s = this.connectSeries.get(transport)
     if (s === undefined) {
-      s = Metric.withAttributes(upstreamConnectDuration, { transport })
+      s = upstreamConnectDuration({ transport })
       this.connectSeries.set(transport, s)
     }
     s.updateUnsafe(seconds, this.context)

@@ -319,17 +319,16 @@ const gcpTokens = (gcp: GcpConfig, path: string): Effect.Effect<Apply, ConfigErr
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Why this `backendAuth` cannot be used on an MCP backend (whose targets get the request's
- * headers, not a signed upstream request), or undefined. Checked by `Snapshot.buildBackend`.
+ * Whether this `backendAuth`, set on an MCP backend, must run per target rather than once on the
+ * downstream request the targets' headers come from: `aws` signs each target's request as sent,
+ * and a `gcp` ID token without an audience takes each target's host as its audience. The other
+ * kinds only add a header, which every target then gets. Read by `Snapshot.buildBackend`.
  */
-export const mcpProblem = (config: Config): string | undefined => {
-  if (typeof config === "string") return undefined
-  if (config.aws !== undefined && config.aws !== null) return "aws signing is not supported on MCP backends yet"
+export const perMcpTarget = (config: Config): boolean => {
+  if (typeof config === "string") return false
+  if (config.aws !== undefined && config.aws !== null) return true
   const gcp = config.gcp
-  if (gcp !== undefined && gcp !== null && gcp.type === "idToken" && !("audience" in gcp && typeof gcp.audience === "string")) {
-    return "gcp ID tokens need an explicit audience on MCP backends"
-  }
-  return undefined
+  return gcp !== undefined && gcp !== null && gcp.type === "idToken" && !("audience" in gcp && typeof gcp.audience === "string")
 }
 
 const main = (config: typeof Struct.Type, maxBufferSize: number, path: string): Effect.Effect<Apply | undefined, ConfigError.ConfigError, Scope.Scope> =>

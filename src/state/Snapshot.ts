@@ -86,8 +86,11 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
   Effect.gen(function*() {
     const target = ref.target
     const backendAuth = ref.policies.backendAuth
-    const mcpAuthProblem = target._tag === "Mcp" && backendAuth !== undefined && backendAuth !== null ? BackendAuth.mcpProblem(backendAuth) : undefined
-    if (mcpAuthProblem !== undefined) return yield* Effect.fail(configError(`${ref.path}.policies.backendAuth`, mcpAuthProblem))
+    // On an MCP backend, aws signing and an audience-less gcp ID token need each target's own request: they run per target.
+    const perTarget = target._tag === "Mcp" && backendAuth !== undefined && backendAuth !== null && BackendAuth.perMcpTarget(backendAuth)
+      ? { config: backendAuth, path: `${ref.path}.policies.backendAuth` }
+      : undefined
+    const policies = perTarget === undefined ? ref.policies : { ...ref.policies, backendAuth: undefined }
     const call: Handler = target._tag === "Mcp"
       ? yield* McpBackend.build(ref.name, target, {
         settings,
@@ -96,10 +99,11 @@ const buildBackend = (ref: Ir.BackendRef, env: BuildEnv, settings: Ir.Settings) 
         ...(ref.policies.backendTLS === undefined || ref.policies.backendTLS === null
           ? {}
           : { backendTls: { config: ref.policies.backendTLS, path: `${ref.path}.policies.backendTLS` } }),
-        authorize: yield* McpAuthorization.authorizer(ref.policies.mcpAuthorization, `${ref.path}.policies.mcpAuthorization`)
+        authorize: yield* McpAuthorization.authorizer(ref.policies.mcpAuthorization, `${ref.path}.policies.mcpAuthorization`),
+        ...(perTarget === undefined ? {} : { targetAuth: perTarget })
       })
       : yield* hostCall(ref, target, settings)
-    const middlewares = yield* buildMiddlewares(ref.policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
+    const middlewares = yield* buildMiddlewares(policies, PolicyOrder.backendPhase, env, `${ref.path}.policies`, PolicyOrder.backendConnection)
     const pipeline = Pipeline.compose(PolicyOrder.backendPhase, middlewares, call)
     if (middlewares.size === 0) return pipeline
     // Backend-phase policies run once this backend is chosen, so CEL `backend.name` names it.

@@ -120,6 +120,17 @@ backends:
   host: 127.0.0.1:$AREST
   policies:
     backendAuth: ${AWS_AUTH}
+- name: signed
+  policies:
+    # On the MCP backend: aws signs each target's own requests, unless the target has a backendAuth of its own.
+    backendAuth: ${AWS_AUTH}
+  mcp:
+    targets:
+    - name: h
+      mcp: {host: "http://127.0.0.1:$BH/mcp"}
+    - name: k
+      mcp: {host: "http://127.0.0.1:$BK/mcp"}
+      policies: {backendAuth: {key: own-key}}
 - name: fed
   mcp:
     targets:
@@ -150,6 +161,9 @@ binds:
       policies:
         mcpAuthorization: {rules: [{deny: 'mcp.tool.name == "pid"'}]}
       backends: [{backend: fed}]
+    - name: signed
+      matches: [{path: {pathPrefix: /signed}}]
+      backends: [{backend: signed}]
     - name: tls
       matches: [{path: {pathPrefix: /tls}}]
       backends:
@@ -223,6 +237,9 @@ describe("per-target MCP policies", () => {
   let awsHttp: Awaited<ReturnType<typeof recordingProxy>>
   let awsSse: Awaited<ReturnType<typeof recordingProxy>>
   let awsRest: Awaited<ReturnType<typeof recordingProxy>>
+  /** In front of alpha (verifying) and beta (recording) for the backend-level aws of `signed`. */
+  let backendAws: Awaited<ReturnType<typeof recordingProxy>>
+  let ownKey: Awaited<ReturnType<typeof recordingProxy>>
   let gw: Running
   let port: number
   let dir: string
@@ -246,17 +263,19 @@ describe("per-target MCP policies", () => {
     awsHttp = await recordingProxy(alpha.port, true)
     awsSse = await recordingProxy(sierra.port, true)
     awsRest = await recordingProxy(restPort, true)
+    backendAws = await recordingProxy(alpha.port, true)
+    ownKey = await recordingProxy(beta.port)
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-target-"))
     const jwks = path.join(dir, "jwks.json")
     fs.writeFileSync(jwks, JWKS)
     port = await freePort()
     gw = await startGateway(config(jwks), {
-      vars: { PORT: port, PA: pa.port, PB: pb.port, TLS: secure.port, REST: restPort, AH: awsHttp.port, AS: awsSse.port, AREST: awsRest.port }
+      vars: { PORT: port, PA: pa.port, PB: pb.port, TLS: secure.port, REST: restPort, AH: awsHttp.port, AS: awsSse.port, AREST: awsRest.port, BH: backendAws.port, BK: ownKey.port }
     })
   })
   afterAll(async () => {
     await gw.stop()
-    for (const p of [pa, pb, awsHttp, awsSse, awsRest]) await p.close()
+    for (const p of [pa, pb, awsHttp, awsSse, awsRest, backendAws, ownKey]) await p.close()
     await new Promise<void>((resolve) => rest.close(() => resolve()))
     for (const p of [alpha, beta, secure, sierra]) p.child.kill()
     fs.rmSync(dir, { recursive: true, force: true })
@@ -421,6 +440,26 @@ describe("per-target MCP policies", () => {
     const [sseCall] = toolCalls(awsSse.seen)
     expect(sseCall?.url).toMatch(/^\/messages\?sessionId=/)
     expect(sseCall?.aws?.signedHeaders).toEqual(["content-type", "host", "x-amz-date"])
+  })
+
+  it("aws on the MCP backend signs each target's own requests; a target with its own backendAuth keeps it", async () => {
+    const client = new Client({ name: "test", version: "1.0.0" })
+    const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/signed/mcp")), { requestInit: { headers: { authorization: "Bearer client" } } })
+    await client.connect(transport)
+    expect((await client.callTool({ name: "h_echo", arguments: { text: "by backend" } })).content).toEqual([{ type: "text", text: "alpha: by backend" }])
+    expect((await client.callTool({ name: "k_echo", arguments: { text: "by key" } })).content).toEqual([{ type: "text", text: "beta: by key" }])
+    await transport.terminateSession()
+    await client.close()
+    expect(backendAws.seen.length).toBeGreaterThan(0)
+    for (const s of backendAws.seen) expect([s.method, s.aws?.valid]).toEqual([s.method, true])
+    expect(new Set(backendAws.seen.map((s) => s.method))).toEqual(new Set(["POST", "GET", "DELETE"]))
+    // Signed over the body each target was sent, not over the client's request.
+    expect(toolCalls(backendAws.seen)[0]?.body).toContain(`"name":"echo"`)
+    expect(ownKey.seen.length).toBeGreaterThan(0)
+    for (const s of ownKey.seen) {
+      expect(s.headers["authorization"]).toBe("Bearer own-key")
+      expect(s.headers["x-amz-date"]).toBeUndefined()
+    }
   })
 })
 

@@ -132,11 +132,11 @@ describe("backendAuth", () => {
     }
   })
 
-  it("MCP backends: aws and an audience-less ID token are refused, header credentials are fine", () => {
-    assert.strictEqual(BackendAuth.mcpProblem({ aws: { accessKeyId: "a", secretAccessKey: "b" } }), "aws signing is not supported on MCP backends yet")
-    assert.strictEqual(BackendAuth.mcpProblem({ gcp: { type: "idToken" } }), "gcp ID tokens need an explicit audience on MCP backends")
-    assert.isUndefined(BackendAuth.mcpProblem({ gcp: { type: "idToken", audience: "https://svc" } }))
-    assert.isUndefined(BackendAuth.mcpProblem({ key: "k" }))
+  it("MCP backends: aws and an audience-less ID token run per target, header credentials once", () => {
+    assert.isTrue(BackendAuth.perMcpTarget({ aws: { accessKeyId: "a", secretAccessKey: "b" } }))
+    assert.isTrue(BackendAuth.perMcpTarget({ gcp: { type: "idToken" } }))
+    assert.isFalse(BackendAuth.perMcpTarget({ gcp: { type: "idToken", audience: "https://svc" } }))
+    assert.isFalse(BackendAuth.perMcpTarget({ key: "k" }))
   })
 })
 
