@@ -134,6 +134,12 @@ export class Session {
   closed = false
   /** The call the session ended on, for the transports' own closing requests (`Inbound.ownCall`). */
   private endedBy: CallContext | undefined = undefined
+  /**
+   * The request the session's targets are being connected for (initialize, a resume, a legacy
+   * SSE GET), while `connectSession` runs: a transport's own request at connect (an SSE
+   * target's GET) carries its forwarded headers. Cleared once connected, so nothing later reuses them.
+   */
+  opening: CallContext | undefined = undefined
   /** Streams of requests in flight, per target: where that target's messages go first. */
   private readonly inFlight = new Map<string, Array<SseBody>>()
   private listenStream: SseBody | undefined = undefined
@@ -168,7 +174,7 @@ export class Session {
       closed: () => {
         this.upstreams.delete(target)
       },
-      ownCall: () => Effect.sync(() => this.endedBy ?? { headers: undefined, protocolVersion: this.state.protocolVersion }),
+      ownCall: () => Effect.sync(() => this.endedBy ?? this.opening ?? { headers: undefined, protocolVersion: this.state.protocolVersion }),
       handedOver: () => this.released
     }
   }

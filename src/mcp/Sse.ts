@@ -66,7 +66,7 @@ export const handler = (backend: Backend): Handler => {
     const id = crypto.randomUUID()
     const state = draftState(backend, ctx.identity, McpSchema.LATEST_VERSION)
     ctx.mcp = { method: undefined, target: undefined, toolName: undefined, sessionId: id }
-    return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false)), (opened) => {
+    return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false, callContext(ctx, state.protocolVersion))), (opened) => {
       if (opened._tag === "Failure") return openFailed(null, opened.failure)
       const session = opened.success
       const stream = new SseBody()

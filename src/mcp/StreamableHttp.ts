@@ -165,11 +165,12 @@ export const draftState = (backend: Backend, identity: string | undefined, proto
  * Connects every target into a fresh session scope; failOpen keeps what connected (also the
  * legacy SSE frontend's). A backend at its session cap opens nothing.
  */
-export const connectSession = (backend: Backend, naming: Naming.Naming, state: SessionState, id: string, resume: boolean) =>
+export const connectSession = (backend: Backend, naming: Naming.Naming, state: SessionState, id: string, resume: boolean, opening: CallContext) =>
   Effect.gen(function*() {
     if (!backend.slots.take()) return yield* Effect.fail(new TooManySessions())
     const scope = yield* Scope.fork(backend.scope, "parallel")
     const session = new Session(id, state, scope, naming, Date.now())
+    session.opening = opening
     backend.live.add(session)
     yield* Scope.addFinalizer(scope, Effect.sync(() => {
       backend.slots.release()
@@ -181,9 +182,11 @@ export const connectSession = (backend: Backend, naming: Naming.Naming, state: S
       if (result._tag === "Success") session.upstreams.set(target, result.success)
       else if (!backend.options.failOpen) {
         yield* session.close()
+        session.opening = undefined
         return yield* Effect.fail(result.failure)
       }
     }
+    session.opening = undefined
     return session
   })
 
@@ -198,7 +201,7 @@ export const handler = (backend: Backend): Handler => {
   const stateful = backend.ir.stateful
 
   /** Connects every target into a fresh session scope; failOpen keeps what connected. */
-  const openSession = (state: SessionState, id: string, resume: boolean) => connectSession(backend, naming, state, id, resume)
+  const openSession = (state: SessionState, id: string, resume: boolean, opening: CallContext) => connectSession(backend, naming, state, id, resume, opening)
 
   const sealedState = (session: Session, identity: string, protocolVersion: string): SessionState => {
     const upstreams: Record<string, string | null> = {}
@@ -218,7 +221,7 @@ export const handler = (backend: Backend): Handler => {
     const draft = draftState(backend, identity, version)
     const context = callContext(ctx, headerVersion)
     return Effect.flatMap(
-      Effect.result(openSession(draft, "", false)),
+      Effect.result(openSession(draft, "", false, context)),
       (opened) => {
         if (opened._tag === "Failure") return openFailed(request.id, opened.failure)
         const session = opened.success
@@ -278,7 +281,7 @@ export const handler = (backend: Backend): Handler => {
     if (pending !== undefined) return Deferred.await(pending)
     const done = Deferred.makeUnsafe<Session | 404 | 503>()
     resuming.set(id, done)
-    return openSession(state, id, true).pipe(
+    return openSession(state, id, true, callContext(ctx, state.protocolVersion)).pipe(
       Effect.map((session): Session | 404 | 503 => {
         backend.store.set(id, session)
         return session
@@ -336,7 +339,7 @@ export const handler = (backend: Backend): Handler => {
       capabilities: {},
       clientInfo: { name: "agentgateway", version: "stateless" }
     }
-    return Effect.flatMap(Effect.result(openSession(state, "", false)), (opened) => {
+    return Effect.flatMap(Effect.result(openSession(state, "", false, context)), (opened) => {
       if (opened._tag === "Failure") return openFailed(request.id, opened.failure)
       const session = opened.success
       const prepare = Effect.forEach([...session.upstreams.values()], (u: Upstream) =>

@@ -419,7 +419,9 @@ describe("per-target MCP policies", () => {
     for (const p of [awsHttp, awsSse, awsRest]) p.seen.length = 0
     const client = new Client({ name: "test", version: "1.0.0" })
     // The client's own credential is dropped: the signer owns Authorization.
-    const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/aws/mcp")), { requestInit: { headers: { authorization: "Bearer client" } } })
+    const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/aws/mcp")), {
+      requestInit: { headers: { authorization: "Bearer client", "x-client-tag": "from-client" } }
+    })
     await client.connect(transport)
     expect((await client.callTool({ name: "h_echo", arguments: { text: "signed" } })).content).toEqual([{ type: "text", text: "alpha: signed" }])
     expect((await client.callTool({ name: "s_echo", arguments: { text: "signed" } })).content).toEqual([{ type: "text", text: "sierra: signed" }])
@@ -432,6 +434,10 @@ describe("per-target MCP policies", () => {
     for (const p of [awsHttp, awsSse, awsRest]) expect(p.seen.map((s) => [s.method, s.aws?.valid])).toEqual(p.seen.map((s) => [s.method, true]))
     expect(new Set(awsHttp.seen.map((s) => s.method))).toEqual(new Set(["POST", "GET", "DELETE"]))
     expect(new Set(awsSse.seen.map((s) => s.method))).toEqual(new Set(["GET", "POST"]))
+    // The SSE target's GET opens while the client's initialize is served: it carries that request's forwarded headers.
+    const sseGet = awsSse.seen.find((s) => s.method === "GET")
+    expect(sseGet?.headers["x-client-tag"]).toBe("from-client")
+    expect(sseGet?.headers["authorization"]).toMatch(/^AWS4-HMAC-SHA256 /)
     expect(awsRest.seen.map((s) => `${s.method} ${s.url}`)).toEqual(["GET /whoami"])
     const [httpCall] = toolCalls(awsHttp.seen)
     expect(httpCall?.body).toContain(`"text":"signed"`)

@@ -6,9 +6,10 @@
  * backpressure (the undici body is paused while the client's stream is full). The endpoint
  * must be on the target's origin, so a server cannot point the gateway's POSTs elsewhere.
  * Closing the session aborts the stream; a stream that ends fails what is pending. Not
- * resumable: the stream is the upstream session. The GET has no client call: it carries what
- * `Inbound.ownCall` gives (the target's policy edits, no downstream headers). A call carrying
- * a signer (`CallContext.sign`) has each request signed as sent, body included.
+ * resumable: the stream is the upstream session. The GET is the transport's own request: it
+ * carries what `Inbound.ownCall` gives, the forwarded headers of the client request the session
+ * is connecting for (initialize, or the legacy SSE GET) edited by the target's policies. A call
+ * carrying a signer (`CallContext.sign`) has each request signed as sent, body included.
  *
  * @since 0.1.0
  */
