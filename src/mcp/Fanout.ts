@@ -461,8 +461,21 @@ export const respond = (session: Session, message: McpSchema.Response, target: s
 /** Downstream headers forwarded to HTTP targets: all but these (§2.5). */
 export const NOT_FORWARDED: ReadonlySet<string> = new Set(["content-encoding", "content-length", "mcp-session-id", "host", "accept", "content-type", "mcp-protocol-version", "last-event-id"])
 
-export const forwardedHeaders = (headers: Headers.HeaderMap): Headers.HeaderMap => {
+/**
+ * Credentials a federating backend does not forward: a client's token was issued for one
+ * resource, and the targets are several servers (the MCP spec's "token passthrough" rule).
+ * `backendAuth` (`passthrough` for a JWT the gateway validated) sets a target's own.
+ */
+export const NOT_FORWARDED_FEDERATED: ReadonlySet<string> = new Set([...NOT_FORWARDED, "authorization", "proxy-authorization"])
+
+/**
+ * The downstream headers every target's requests carry. With one target the gateway is
+ * transparent (as upstream: the client may hold a token for that server, found through the
+ * well-known passthrough); a federating backend (`federated`) keeps the client's credentials.
+ */
+export const forwardedHeaders = (headers: Headers.HeaderMap, federated: boolean): Headers.HeaderMap => {
   const out = Headers.empty()
-  for (const [k, v] of Object.entries(headers)) if (!NOT_FORWARDED.has(k) && v !== undefined) out[k] = v
+  const dropped = federated ? NOT_FORWARDED_FEDERATED : NOT_FORWARDED
+  for (const [k, v] of Object.entries(headers)) if (!dropped.has(k) && v !== undefined) out[k] = v
   return out
 }

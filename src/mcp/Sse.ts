@@ -66,7 +66,7 @@ export const handler = (backend: Backend): Handler => {
     const id = crypto.randomUUID()
     const state = draftState(backend, ctx.identity, McpSchema.LATEST_VERSION)
     ctx.mcp = { method: undefined, target: undefined, toolName: undefined, sessionId: id }
-    return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false, callContext(ctx, state.protocolVersion))), (opened) => {
+    return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false, callContext(backend, ctx, state.protocolVersion))), (opened) => {
       if (opened._tag === "Failure") return openFailed(null, opened.failure)
       const session = opened.success
       const stream = new SseBody()
@@ -95,7 +95,7 @@ export const handler = (backend: Backend): Handler => {
   /** Runs a request in the session's scope and writes its reply to the session's stream. */
   const answer = (ctx: ProxyRequest, open: Open, request: McpSchema.Request) => {
     const { session, stream } = open
-    const context = callContext(ctx, session.state.protocolVersion)
+    const context = callContext(backend, ctx, session.state.protocolVersion)
     const call: Fanout.Call = { request: ctx, context, stream }
     const run = request.method === "initialize"
       ? Effect.tap(Fanout.initialize(session, backend.options, request, call), (outcome) => {
@@ -131,7 +131,7 @@ export const handler = (backend: Backend): Handler => {
       const session = found.session
       session.lastActive = Date.now()
       ctx.mcp = { method: message._tag === "Response" ? undefined : message.message.method, target: undefined, toolName: undefined, sessionId: id }
-      const context = callContext(ctx, session.state.protocolVersion)
+      const context = callContext(backend, ctx, session.state.protocolVersion)
       const accepted = plain(202, "Accepted")
       switch (message._tag) {
         case "Notification":

@@ -73,8 +73,8 @@ const accepted = () => new ProxyResponse(202, Headers.empty(), undefined)
 
 const accepts = (ctx: ProxyRequest, type: string) => (Headers.get(ctx.headers, "accept") ?? "").toLowerCase().includes(type)
 
-export const callContext = (ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
-  headers: Fanout.forwardedHeaders(ctx.headers),
+export const callContext = (backend: Backend, ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
+  headers: Fanout.forwardedHeaders(ctx.headers, backend.connects.length > 1),
   protocolVersion,
   request: ctx
 })
@@ -219,7 +219,7 @@ export const handler = (backend: Backend): Handler => {
     const version = typeof requested === "string" && McpSchema.KNOWN_VERSIONS.includes(requested) ? requested : McpSchema.LATEST_VERSION
     const identity = ctx.identity ?? ""
     const draft = draftState(backend, identity, version)
-    const context = callContext(ctx, headerVersion)
+    const context = callContext(backend, ctx, headerVersion)
     return Effect.flatMap(
       Effect.result(openSession(draft, "", false, context)),
       (opened) => {
@@ -281,7 +281,7 @@ export const handler = (backend: Backend): Handler => {
     if (pending !== undefined) return Deferred.await(pending)
     const done = Deferred.makeUnsafe<Session | 404 | 503>()
     resuming.set(id, done)
-    return openSession(state, id, true, callContext(ctx, state.protocolVersion)).pipe(
+    return openSession(state, id, true, callContext(backend, ctx, state.protocolVersion)).pipe(
       Effect.map((session): Session | 404 | 503 => {
         backend.store.set(id, session)
         return session
@@ -309,7 +309,7 @@ export const handler = (backend: Backend): Handler => {
   }
 
   const dispatch = (ctx: ProxyRequest, session: Session, message: McpSchema.Classified, headerVersion: string | undefined): Handler => {
-    const context = callContext(ctx, headerVersion ?? session.state.protocolVersion)
+    const context = callContext(backend, ctx, headerVersion ?? session.state.protocolVersion)
     switch (message._tag) {
       case "Notification":
         return Effect.as(Fanout.notify(session, message.message, context), accepted())
@@ -333,7 +333,7 @@ export const handler = (backend: Backend): Handler => {
     const request = message.message
     const version = headerVersion ?? McpSchema.LATEST_VERSION
     const state = draftState(backend, ctx.identity, version)
-    const context = callContext(ctx, version)
+    const context = callContext(backend, ctx, version)
     const init = {
       protocolVersion: version,
       capabilities: {},
@@ -399,7 +399,7 @@ export const handler = (backend: Backend): Handler => {
         const stream = new SseBody()
         stream.comment()
         session.listen(stream)
-        const context = callContext(ctx, session.state.protocolVersion)
+        const context = callContext(backend, ctx, session.state.protocolVersion)
         return Effect.as(
           Effect.forEach([...session.upstreams.values()], (u) => u.listen(context), { concurrency: "unbounded", discard: true }),
           sse(stream)
@@ -421,7 +421,7 @@ export const handler = (backend: Backend): Handler => {
     backend.store.delete(id)
     backend.revocations.revoke(found.state, MAX_RESUME_AGE_MS)
     // The upstream DELETEs carry this request's headers and credential, edited by each target's policies.
-    return Effect.as(found.close(callContext(ctx, found.state.protocolVersion)), accepted())
+    return Effect.as(found.close(callContext(backend, ctx, found.state.protocolVersion)), accepted())
   }
 
   return Effect.flatMap(currentRequest, (ctx) => {

@@ -161,6 +161,13 @@ binds:
       policies:
         mcpAuthorization: {rules: [{deny: 'mcp.tool.name == "pid"'}]}
       backends: [{backend: fed}]
+    - name: single
+      matches: [{path: {pathPrefix: /single}}]
+      backends:
+      - mcp:
+          targets:
+          - name: only
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
     - name: signed
       matches: [{path: {pathPrefix: /signed}}]
       backends: [{backend: signed}]
@@ -308,9 +315,18 @@ describe("per-target MCP policies", () => {
     expect(lastA.body).toContain(`"method":"initialize"`)
     expect(lastA.headers["authorization"]).toBe("Bearer secret-a")
     expect(lastA.headers["x-drop"]).toBeUndefined()
-    // The other target gets the downstream headers as they are.
-    expect(lastB.headers["authorization"]).toBe("Bearer client")
+    // The other target gets the downstream headers as they are, but for the client's credential:
+    // a federating backend never hands one server's token to the others.
+    expect(lastB.headers["authorization"]).toBeUndefined()
     expect(lastB.headers["x-drop"]).toBe("gone")
+  })
+
+  it("one target: the gateway is transparent and the client's own credential reaches that server", async () => {
+    pb.seen.length = 0
+    const { client } = await connectWithToken(gw.url(port, "/single/mcp"), "for-the-server")
+    expect((await client.callTool({ name: "echo", arguments: { text: "x" } })).content).toEqual([{ type: "text", text: "beta: x" }])
+    await client.close()
+    expect(toolCalls(pb.seen)[0]?.headers["authorization"]).toBe("Bearer for-the-server")
   })
 
   it("passthrough re-adds the validated JWT for its target only", async () => {
