@@ -155,7 +155,9 @@ export const ErrorCode = {
   InvalidParams: -32602,
   InternalError: -32603,
   /** rmcp's code for an MCP-Protocol-Version header that contradicts the body. */
-  HeaderMismatch: -32020
+  HeaderMismatch: -32020,
+  /** The SDK's generic server error (its 409 for a second GET stream). */
+  ServerError: -32000
 } as const
 
 export const errorResponse = (id: Id | null, code: number, message: string, data?: unknown): Response => ({

@@ -396,6 +396,13 @@ export const handler = (backend: Backend): Handler => {
     if (!accepts(ctx, "text/event-stream")) return Effect.succeed(plain(406, "Not Acceptable: Client must accept text/event-stream"))
     return withSession(ctx, (session) =>
       Effect.suspend(() => {
+        if (![...session.upstreams.values()].some((u) => u.serverMessages)) {
+          return Effect.succeed(plain(405, "GET event stream is not supported by any upstream"))
+        }
+        // One stream per session (the spec: a message goes on one stream only); another GET may not take it over.
+        if (session.listening) {
+          return Effect.succeed(rpcError(409, null, McpSchema.ErrorCode.ServerError, "Conflict: Only one SSE stream is allowed per session"))
+        }
         const stream = new SseBody()
         stream.comment()
         session.listen(stream)

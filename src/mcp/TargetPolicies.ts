@@ -138,6 +138,7 @@ export const wrap = (upstream: Upstream, edit: Edit): Upstream => ({
   request: (method, params, call) => Effect.flatMap(edit(call), (c) => upstream.request(method, params, c)),
   send: (message, call) => Effect.flatMap(edit(call), (c) => upstream.send(message, c)),
   listen: (call) => Effect.flatMap(Effect.orElseSucceed(edit(call), () => call), (c) => upstream.listen(c)),
+  serverMessages: upstream.serverMessages,
   resumeToken: () => upstream.resumeToken()
 })
 

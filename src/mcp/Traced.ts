@@ -70,6 +70,7 @@ export const traced = (upstream: Upstream): Upstream => {
     },
     send: (message, call) => upstream.send(message, call),
     listen: (call) => upstream.listen(call),
+    serverMessages: upstream.serverMessages,
     resumeToken: () => upstream.resumeToken()
   }
 }

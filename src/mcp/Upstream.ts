@@ -128,6 +128,8 @@ export interface Upstream {
   readonly send: (message: McpSchema.Notification | McpSchema.Response, call: CallContext) => Effect.Effect<void, UpstreamError>
   /** Opens the transport's own server→client channel (Streamable HTTP GET), if it has one. */
   readonly listen: (call: CallContext) => Effect.Effect<void>
+  /** Whether the target can send server-initiated messages at all (false: OpenAPI, answered locally). */
+  readonly serverMessages: boolean
   /**
    * What another replica needs to reconnect: the upstream session id (`null`: none, the
    * server is stateless), or `undefined` when the connection cannot be resumed (stdio).

@@ -103,6 +103,14 @@ describe("MCP OpenAPI targets (examples/mcp-openapi)", () => {
     await client.close()
   })
 
+  it("answers a GET stream with 405: no OpenAPI target sends server messages", async () => {
+    const { client, transport } = await connectClient(gw.url(port, "/mcp"))
+    const res = await fetch(gw.url(port, "/mcp"), { headers: { accept: "text/event-stream", "mcp-session-id": transport.sessionId! } })
+    expect(res.status).toBe(405)
+    expect(await res.text()).toBe("GET event stream is not supported by any upstream")
+    await client.close()
+  })
+
   it("calls getPetById as GET <servers prefix>/pet/{petId}", async () => {
     const { client } = await connectClient(gw.url(port, "/mcp"))
     const before = petstore.seen.length

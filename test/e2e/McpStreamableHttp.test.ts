@@ -124,6 +124,10 @@ binds:
     const get = await fetch(url, { headers: { accept: "text/event-stream", "mcp-session-id": id } })
     expect(get.status).toBe(200)
     expect(get.headers.get("content-type")).toBe("text/event-stream")
+    // One GET stream per session: a second one does not take it over.
+    const second = await fetch(url, { headers: { accept: "text/event-stream", "mcp-session-id": id } })
+    expect(second.status).toBe(409)
+    expect((await rpc(second)).error).toEqual({ code: -32000, message: "Conflict: Only one SSE stream is allowed per session" })
     await get.body?.cancel()
     expect((await fetch(url, { method: "GET", headers: { accept: "application/json", "mcp-session-id": id } })).status).toBe(406)
     expect((await fetch(url, { method: "DELETE" })).status).toBe(400)

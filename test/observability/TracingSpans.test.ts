@@ -209,6 +209,7 @@ describe("MCP upstream decorator", () => {
       }),
       send: () => Effect.void,
       listen: () => Effect.void,
+      serverMessages: true,
       resumeToken: () => null
     }
     return { calls, upstream, answerWith: (a: Record<string, unknown>) => void (answer = a) }

@@ -122,6 +122,7 @@ export const connector = (
       },
       send: () => Effect.void,
       listen: () => Effect.void,
+      serverMessages: false,
       resumeToken: () => null
     }
     // Stateless: every session shares the one value; there is nothing to open or close.

@@ -232,6 +232,7 @@ class SseConnection implements Upstream {
   /** The stream opened on connect already carries the server's own messages. */
   readonly listen = (_call: CallContext) => Effect.void
 
+  readonly serverMessages = true
   readonly resumeToken = () => undefined
 
   close(reason: string): void {

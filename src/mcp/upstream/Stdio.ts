@@ -167,6 +167,7 @@ class StdioConnection implements Upstream {
 
   readonly listen = () => Effect.void
 
+  readonly serverMessages = true
   readonly resumeToken = () => undefined
 
   private kill(signal: NodeJS.Signals): void {

@@ -342,6 +342,7 @@ class HttpConnection implements Upstream {
     )
   }
 
+  readonly serverMessages = true
   readonly resumeToken = () => this.sessionId ?? null
 
   close(): Effect.Effect<void> {
