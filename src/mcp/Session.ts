@@ -18,6 +18,8 @@ import type { CallContext, Inbound, Pause, Upstream } from "./Upstream.ts"
 
 /** Server-initiated messages kept for a client that has no stream open yet (oldest dropped first). */
 export const BACKLOG_MAX_MESSAGES = 64
+/** And at most this many bytes of them (serialized): one message may be up to 32 MiB. */
+export const BACKLOG_MAX_BYTES = 1024 * 1024
 
 /** Sessions one MCP backend holds at once (open, opening, and per-request stateless ones). */
 export const MAX_SESSIONS = 4096
@@ -144,6 +146,9 @@ export class Session {
   private readonly inFlight = new Map<string, Array<SseBody>>()
   private listenStream: SseBody | undefined = undefined
   private backlog: Array<unknown> = []
+  /** Serialized sizes of `backlog`'s messages, and their sum. */
+  private backlogSizes: Array<number> = []
+  private backlogBytes = 0
   /** Cached upstream list results by `target|method`, and a generation per `target|method` for races. */
   private readonly cache = new Map<string, unknown>()
   private readonly generation = new Map<string, number>()
@@ -198,8 +203,7 @@ export class Session {
     }
     const stream = this.streamFor(target)
     if (stream === undefined) {
-      this.backlog.push(out)
-      if (this.backlog.length > BACKLOG_MAX_MESSAGES) this.backlog.shift()
+      this.keep(out)
       return undefined
     }
     return stream.send(out) ? undefined : (resume) => stream.onDrain(resume)
@@ -278,7 +282,22 @@ export class Session {
   listen(stream: SseBody): void {
     this.listenStream?.end()
     this.listenStream = stream
+    this.backlogSizes = []
+    this.backlogBytes = 0
     for (const message of this.backlog.splice(0)) stream.send(message)
+  }
+
+  /** Backlogs a message for the next stream, within BACKLOG_MAX_MESSAGES and BACKLOG_MAX_BYTES (oldest go first). */
+  private keep(message: unknown): void {
+    const size = JSON.stringify(message).length
+    if (size > BACKLOG_MAX_BYTES) return
+    this.backlog.push(message)
+    this.backlogSizes.push(size)
+    this.backlogBytes += size
+    while (this.backlog.length > BACKLOG_MAX_MESSAGES || this.backlogBytes > BACKLOG_MAX_BYTES) {
+      this.backlog.shift()
+      this.backlogBytes -= this.backlogSizes.shift() ?? 0
+    }
   }
 
   get listening(): boolean {

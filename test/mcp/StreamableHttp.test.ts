@@ -3,11 +3,13 @@
  * `ProxyRequest`s whose `identity` an authentication policy would have set.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { UpstreamPools } from "../../src/backends/Pools.ts"
 import type * as Ir from "../../src/ir/Ir.ts"
 import * as McpBackend from "../../src/mcp/McpBackend.ts"
 import * as Naming from "../../src/mcp/Naming.ts"
+import { SseBody } from "../../src/mcp/EventStream.ts"
+import { BACKLOG_MAX_BYTES, BACKLOG_MAX_MESSAGES, Session } from "../../src/mcp/Session.ts"
 import * as SessionSealer from "../../src/mcp/SessionSealer.ts"
 import type { BodySink } from "../../src/pipeline/ProxyResponse.ts"
 import * as RequestBody from "../../src/pipeline/RequestBody.ts"
@@ -191,4 +193,31 @@ describe("Naming", () => {
     assert.strictEqual(Naming.exposeName(Naming.make(["a"], "always"), "a", "echo"), "a_echo")
     assert.strictEqual(Naming.exposeName(Naming.make(["a", "b"], "never"), "a", "echo"), "echo")
   })
+})
+
+describe("Session backlog", () => {
+  const state = { backend: "/b", identity: "", protocolVersion: "2025-06-18", upstreams: {}, resumable: false, nonce: "", issuedAt: 0 }
+  const note = (n: number, bytes: number) => ({ jsonrpc: "2.0" as const, method: "notifications/message", params: { n, data: "x".repeat(bytes) } })
+  /** The `n` of each message the next GET stream is sent first. */
+  const replayed = (session: Session): Array<number> => {
+    const frames: Array<string> = []
+    const stream = new SseBody()
+    stream.pipeTo({ write: (c) => (frames.push(Buffer.from(c).toString("utf8")), true), end: () => undefined, destroy: () => undefined, once: () => undefined, writableFinished: false })
+    session.listen(stream)
+    return frames.map((f) => JSON.parse(f.slice(f.indexOf("data: ") + 6)).params.n)
+  }
+
+  it.effect("keeps server messages for the next GET stream within a byte budget and a message count, oldest dropped first", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const big = new Session("s", state, scope, Naming.make(["t"], "conditional"), 0)
+      // Too big for the budget on its own: not kept. Then ten of 200 KiB: the last five fit in 1 MiB.
+      big.inbound("t").deliver(note(0, BACKLOG_MAX_BYTES + 1))
+      for (let n = 1; n <= 10; n++) big.inbound("t").deliver(note(n, 200 * 1024))
+      assert.deepStrictEqual(replayed(big), [6, 7, 8, 9, 10])
+      const many = new Session("m", state, scope, Naming.make(["t"], "conditional"), 0)
+      for (let n = 0; n < BACKLOG_MAX_MESSAGES + 10; n++) many.inbound("t").deliver(note(n, 1))
+      assert.deepStrictEqual(replayed(many), Array.from({ length: BACKLOG_MAX_MESSAGES }, (_, i) => i + 10))
+      yield* Scope.close(scope, Exit.void)
+    }))
 })
