@@ -459,7 +459,20 @@ export const respond = (session: Session, message: McpSchema.Response, target: s
 }
 
 /** Downstream headers forwarded to HTTP targets: all but these (§2.5). */
-export const NOT_FORWARDED: ReadonlySet<string> = new Set(["content-encoding", "content-length", "mcp-session-id", "host", "accept", "content-type", "mcp-protocol-version", "last-event-id"])
+export const NOT_FORWARDED: ReadonlySet<string> = new Set([
+  "content-encoding",
+  "content-length",
+  "mcp-session-id",
+  "host",
+  "accept",
+  "content-type",
+  "mcp-protocol-version",
+  "last-event-id",
+  // The client's mirror of its body (SEP-2243): the gateway rewrites names and ids, so the
+  // client's values would contradict what a target is sent.
+  "mcp-method",
+  "mcp-name"
+])
 
 /**
  * Credentials a federating backend does not forward: a client's token was issued for one
@@ -476,6 +489,6 @@ export const NOT_FORWARDED_FEDERATED: ReadonlySet<string> = new Set([...NOT_FORW
 export const forwardedHeaders = (headers: Headers.HeaderMap, federated: boolean): Headers.HeaderMap => {
   const out = Headers.empty()
   const dropped = federated ? NOT_FORWARDED_FEDERATED : NOT_FORWARDED
-  for (const [k, v] of Object.entries(headers)) if (!dropped.has(k) && v !== undefined) out[k] = v
+  for (const [k, v] of Object.entries(headers)) if (!dropped.has(k) && v !== undefined && !k.startsWith("mcp-param-")) out[k] = v
   return out
 }

@@ -160,6 +160,34 @@ export const ErrorCode = {
   ServerError: -32000
 } as const
 
+/** A SEP-2243 header value: `=?base64?<b64>?=` wraps one that is not safe printable ASCII. */
+export const headerValue = (raw: string): string => {
+  const wrapped = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/.exec(raw)
+  return wrapped === null ? raw : Buffer.from(wrapped[1]!, "base64").toString("utf8")
+}
+
+/** What `Mcp-Name` mirrors for a method: the tool's or prompt's name, the resource's URI; undefined for other methods. */
+export const mirroredName = (method: string, params: Record<string, unknown> | undefined): unknown =>
+  method === "tools/call" || method === "prompts/get" ? field(params, "name") : method === "resources/read" ? field(params, "uri") : undefined
+
+/**
+ * Why a request's `Mcp-Method`/`Mcp-Name` headers (SEP-2243) contradict its body, or undefined.
+ * Either may be absent (clients before 2026-07-28 need not send them); one that is present must
+ * match, so nothing that routes or authorizes on headers sees another method or name than the
+ * gateway does.
+ */
+export const headerMismatch = (message: Classified, method: string | undefined, name: string | undefined): string | undefined => {
+  if (method !== undefined) {
+    const body = message._tag === "Response" ? undefined : message.message.method
+    if (headerValue(method) !== body) return "Mcp-Method header does not match the request body"
+  }
+  if (name !== undefined) {
+    const body = message._tag === "Response" ? undefined : mirroredName(message.message.method, message.message.params)
+    if (typeof body !== "string" || headerValue(name) !== body) return "Mcp-Name header does not match the request body"
+  }
+  return undefined
+}
+
 export const errorResponse = (id: Id | null, code: number, message: string, data?: unknown): Response => ({
   jsonrpc: "2.0",
   id,

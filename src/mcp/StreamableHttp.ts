@@ -386,6 +386,8 @@ export const handler = (backend: Backend): Handler => {
           return Effect.succeed(rpcError(400, id, McpSchema.ErrorCode.HeaderMismatch, "MCP-Protocol-Version header does not match protocolVersion"))
         }
       }
+      const mismatch = McpSchema.headerMismatch(message, Headers.get(ctx.headers, "mcp-method"), Headers.get(ctx.headers, "mcp-name"))
+      if (mismatch !== undefined) return Effect.succeed(rpcError(400, id, McpSchema.ErrorCode.HeaderMismatch, mismatch))
       if (!stateful) return stateless(ctx, message, headerVersion)
       if (message._tag === "Request" && message.message.method === "initialize") return initialize(ctx, message.message, headerVersion)
       return withSession(ctx, (session) => dispatch(ctx, session, message, headerVersion), "session header is required for non-initialize requests")

@@ -119,6 +119,21 @@ binds:
     expect((await post(url, { jsonrpc: "2.0", id: "agw_fx_n_1", result: {} }, { "mcp-session-id": id })).status).toBe(202)
     // A session belongs to its backend.
     expect((await post(gw.url(port, "/other/mcp"), { jsonrpc: "2.0", id: 2, method: "tools/list" }, { "mcp-session-id": id })).status).toBe(404)
+    // SEP-2243 mirror headers: optional, but one that is sent must match the body (else 400 -32020).
+    const call = { jsonrpc: "2.0", id: 7, method: "tools/call", params: { name: "echo", arguments: { text: "m" } } }
+    for (const [headers, status] of [
+      [{ "mcp-method": "tools/call", "mcp-name": "echo" }, 200],
+      [{ "mcp-method": "tools/call", "mcp-name": `=?base64?${Buffer.from("echo").toString("base64")}?=` }, 200],
+      [{ "mcp-method": "tools/list" }, 400],
+      [{ "mcp-name": "other" }, 400],
+      [{ "mcp-method": "tools/call", "mcp-name": `=?base64?${Buffer.from("other").toString("base64")}?=` }, 400]
+    ] as const) {
+      const res = await post(url, call, { "mcp-session-id": id, ...headers })
+      expect([JSON.stringify(headers), res.status]).toEqual([JSON.stringify(headers), status])
+      if (status === 400) expect((await rpc(res)).error?.code).toBe(-32020)
+      else await res.text()
+    }
+    expect((await post(url, { jsonrpc: "2.0", id: 8, method: "ping" }, { "mcp-session-id": id, "mcp-name": "x" })).status).toBe(400)
     const denied = await post(url, { jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "fx_echo" } }, { "mcp-session-id": id })
     expect(denied.status).toBe(200) // single target: names are not prefixed, fx_echo reaches the server
     const get = await fetch(url, { headers: { accept: "text/event-stream", "mcp-session-id": id } })

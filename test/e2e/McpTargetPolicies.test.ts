@@ -321,6 +321,30 @@ describe("per-target MCP policies", () => {
     expect(lastB.headers["x-drop"]).toBe("gone")
   })
 
+  it("the client's SEP-2243 mirror headers are checked, not forwarded: the target is sent another name", async () => {
+    pa.seen.length = 0
+    const { client, transport } = await connectClient(gw.url(port, "/fed/mcp"))
+    const res = await fetch(gw.url(port, "/fed/mcp"), {
+      method: "POST",
+      headers: {
+        accept: BOTH,
+        "content-type": "application/json",
+        "mcp-session-id": transport.sessionId!,
+        "mcp-protocol-version": "2025-11-25",
+        "mcp-method": "tools/call",
+        "mcp-name": "a_echo",
+        "mcp-param-text": "m"
+      },
+      body: JSON.stringify({ jsonrpc: "2.0", id: 5, method: "tools/call", params: { name: "a_echo", arguments: { text: "m" } } })
+    })
+    expect(res.status).toBe(200)
+    await res.text()
+    await client.close()
+    const [call] = toolCalls(pa.seen)
+    expect(call?.body).toContain(`"name":"echo"`)
+    expect([call?.headers["mcp-method"], call?.headers["mcp-name"], call?.headers["mcp-param-text"]]).toEqual([undefined, undefined, undefined])
+  })
+
   it("one target: the gateway is transparent and the client's own credential reaches that server", async () => {
     pb.seen.length = 0
     const { client } = await connectWithToken(gw.url(port, "/single/mcp"), "for-the-server")
