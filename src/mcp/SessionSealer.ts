@@ -45,9 +45,19 @@ export interface SessionSealer {
   readonly open: (id: string) => SessionState | "invalid"
 }
 
-/** The key from 64 hex chars, or an error message. */
-export const parseKey = (hex: string): Buffer | string =>
-  /^[0-9a-fA-F]{64}$/.test(hex) ? Buffer.from(hex, "hex") : "session key must be 64 hex characters (32 bytes)"
+/**
+ * Fewest distinct byte values a key may have. 32 random bytes have about 30; a key with fewer
+ * than this is a placeholder (`00…`, `abab…`, `0123…ef` repeated), which anyone can guess.
+ */
+export const MIN_DISTINCT_KEY_BYTES = 16
+
+/** The key from 64 hex chars, or an error message (also for a placeholder key). */
+export const parseKey = (hex: string): Buffer | string => {
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) return "session key must be 64 hex characters (32 bytes)"
+  const key = Buffer.from(hex, "hex")
+  if (new Set(key).size < MIN_DISTINCT_KEY_BYTES) return "session key looks like a placeholder, not a random key: generate one with `openssl rand -hex 32`"
+  return key
+}
 
 export const randomKey = (): Buffer => crypto.randomBytes(32)
 

@@ -8,7 +8,7 @@ import * as crypto from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 
-const SESSION_KEY = "ab".repeat(32)
+const SESSION_KEY = crypto.randomBytes(32).toString("hex")
 const API_KEY = "agw_sk_supersecret_0001"
 const BACKEND_KEY = "sk-backend-secret-0002"
 const PASSWORD = "hunter2-secret"

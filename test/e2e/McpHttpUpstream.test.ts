@@ -2,6 +2,7 @@
  * Streamable HTTP targets (a small SDK server on a loopback port), federation over them,
  * session resume on a second gateway holding the same key, and stateless mode.
  */
+import * as crypto from "node:crypto"
 import { ToolListChangedNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
 import type { ChildProcess } from "node:child_process"
 import * as http from "node:http"
@@ -11,7 +12,7 @@ import { connectClient } from "../support/McpClient.ts"
 import { startFixture, tlsDir } from "../support/mcp/Peers.ts"
 import { readFloodSlowly } from "../support/mcp/SlowReader.ts"
 
-const KEY = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+const KEY = crypto.randomBytes(32).toString("hex")
 const BOTH = "application/json, text/event-stream"
 const frames = (text: string) => text.split("\n\n").filter((f) => f.startsWith("event: message\ndata: ")).map((f) => JSON.parse(f.slice("event: message\ndata: ".length)))
 

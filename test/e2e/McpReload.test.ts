@@ -7,6 +7,7 @@
  * the reload finishes on the old snapshot (its stdio child lives until it has). OpenAPI targets
  * (stateless) resume like Streamable HTTP ones.
  */
+import * as crypto from "node:crypto"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js"
 import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
@@ -21,8 +22,8 @@ import { alive, fixture, startFixture, waitFor } from "../support/mcp/Peers.ts"
 
 const root = path.resolve(import.meta.dirname, "../..")
 const main = path.join(root, "src/main.ts")
-const KEY_ONE = "11".repeat(32)
-const KEY_TWO = "22".repeat(32)
+const KEY_ONE = crypto.randomBytes(32).toString("hex")
+const KEY_TWO = crypto.randomBytes(32).toString("hex")
 const BOTH = "application/json, text/event-stream"
 const petstoreSchema = path.resolve(import.meta.dirname, "../fixtures/mcp/petstore-openapi.json")
 

@@ -2,6 +2,7 @@
  * The session–identity binding, without sockets: the MCP backend's handler run on
  * `ProxyRequest`s whose `identity` an authentication policy would have set.
  */
+import * as crypto from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Scope } from "effect"
 import { UpstreamPools } from "../../src/backends/Pools.ts"
@@ -17,7 +18,6 @@ import { RequestContext } from "../../src/pipeline/RequestContext.ts"
 import { fixture, startFixture } from "../support/mcp/Peers.ts"
 import { request } from "../support/Requests.ts"
 
-
 const backend: Ir.McpBackend = {
   _tag: "Mcp",
   targets: [{ name: "fx", path: "t", transport: { _tag: "Stdio", cmd: process.execPath, args: [fixture, "stdio"], env: {}, clearEnv: false } }],
@@ -27,15 +27,16 @@ const backend: Ir.McpBackend = {
   dnsRebindingProtection: false
 }
 
+const key = crypto.randomBytes(32).toString("hex")
+
 const settings: McpBackend.McpSettings = {
   mcpSessionTtlMs: 60_000,
-  sessionKey: "ab".repeat(32),
+  sessionKey: key,
   connectTimeoutMs: 1000,
   poolIdleTimeoutMs: 1000,
   poolMaxSize: undefined,
   keepalive: true
 }
-const key = "ab".repeat(32)
 
 /** Collects a streamed body. */
 const collect = (body: unknown): Promise<string> =>
@@ -87,6 +88,14 @@ describe("MCP sessions", () => {
 })
 
 describe("SessionSealer", () => {
+  it("refuses a placeholder key (too few distinct bytes) and takes a random one", () => {
+    for (const placeholder of ["0".repeat(64), "ab".repeat(32), "0123456789abcdef".repeat(4)]) {
+      assert.strictEqual(SessionSealer.parseKey(placeholder), "session key looks like a placeholder, not a random key: generate one with `openssl rand -hex 32`")
+    }
+    assert.strictEqual(SessionSealer.parseKey("xyz"), "session key must be 64 hex characters (32 bytes)")
+    assert.instanceOf(SessionSealer.parseKey(key), Buffer)
+  })
+
   it("opens only the canonical spelling of an id (the unused low bits of the last character are not a second id)", () => {
     const sealer = SessionSealer.make(Buffer.from(key, "hex"))
     const state = { backend: "/b", identity: "", protocolVersion: "2025-06-18", upstreams: {}, resumable: true, nonce: "n", issuedAt: 1 }
