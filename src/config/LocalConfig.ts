@@ -178,7 +178,7 @@ export const McpTargetPolicies = Schema.Struct({
   requestHeaderModifier: opt(HeaderModifier.Config, "Adds, sets or removes headers of the requests sent to this target (after the backend's own)."),
   transformations: unsupported("policy transformations on MCP targets"),
   backendTLS: opt(BackendTls.Config, "TLS used when connecting to this target (replaces the MCP backend's `backendTLS` for it)."),
-  backendAuth: opt(BackendAuth.Config, "The credential presented to this target: key, passthrough, gcp, credentials (aws signing is refused)."),
+  backendAuth: opt(BackendAuth.Config, "The credential presented to this target: key, passthrough, gcp, aws (each request signed as sent), credentials."),
   http: unsupported("policy http"),
   tcp: unsupported("policy tcp"),
   backendTunnel: unsupported("policy backendTunnel"),

@@ -61,6 +61,7 @@ export class SseBody implements StreamBody {
 
   /** An SSE comment: makes the response head go out on a stream with nothing to say yet. */
   comment(): void {
+    if (this.closed || this.ended) return
     const frame = Buffer.from(":\n\n")
     if (this.sink !== undefined) this.sink.write(frame)
     else {

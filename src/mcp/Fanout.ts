@@ -475,20 +475,32 @@ export const NOT_FORWARDED: ReadonlySet<string> = new Set([
 ])
 
 /**
- * Credentials a federating backend does not forward: a client's token was issued for one
- * resource, and the targets are several servers (the MCP spec's "token passthrough" rule).
- * `backendAuth` (`passthrough` for a JWT the gateway validated) sets a target's own.
+ * Credential headers a federating backend does not pass on from the client: a client's token
+ * was issued for one resource, and the targets are several servers (the MCP spec's "token
+ * passthrough" rule). `backendAuth` (`passthrough` for a JWT the gateway validated) sets a
+ * target's own.
  */
-export const NOT_FORWARDED_FEDERATED: ReadonlySet<string> = new Set([...NOT_FORWARDED, "authorization", "proxy-authorization"])
+export const CLIENT_CREDENTIALS: ReadonlyArray<string> = ["authorization", "proxy-authorization"]
+
+const sameValue = (a: string | ReadonlyArray<string>, b: string | ReadonlyArray<string>): boolean =>
+  (typeof a === "string" ? a : a.join(", ")) === (typeof b === "string" ? b : b.join(", "))
 
 /**
  * The downstream headers every target's requests carry. With one target the gateway is
  * transparent (as upstream: the client may hold a token for that server, found through the
- * well-known passthrough); a federating backend (`federated`) keeps the client's credentials.
+ * well-known passthrough). A federating backend passes `client`, the headers as the client sent
+ * them: a credential header still holding the client's value is dropped, one that a
+ * backend-phase policy set (the MCP backend's own `backendAuth` key, a header edit) is kept.
  */
-export const forwardedHeaders = (headers: Headers.HeaderMap, federated: boolean): Headers.HeaderMap => {
+export const forwardedHeaders = (headers: Headers.HeaderMap, client?: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>): Headers.HeaderMap => {
   const out = Headers.empty()
-  const dropped = federated ? NOT_FORWARDED_FEDERATED : NOT_FORWARDED
-  for (const [k, v] of Object.entries(headers)) if (!dropped.has(k) && v !== undefined && !k.startsWith("mcp-param-")) out[k] = v
+  for (const [k, v] of Object.entries(headers)) if (!NOT_FORWARDED.has(k) && v !== undefined && !k.startsWith("mcp-param-")) out[k] = v
+  if (client !== undefined) {
+    for (const name of CLIENT_CREDENTIALS) {
+      const sent = client[name]
+      const now = out[name]
+      if (sent !== undefined && now !== undefined && sameValue(sent, now)) delete out[name]
+    }
+  }
   return out
 }

@@ -141,6 +141,9 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
       const edit = yield* TargetPolicies.editor(target, host, env, inherited)
       connects.push({ target: target.name, connect: Traced.connect(TargetPolicies.connectWith(connect, edit)) })
     }
+    if (options.targetAuth !== undefined && ir.targets.every((t) => t.transport._tag === "Stdio")) {
+      return yield* Effect.fail(new ConfigError({ issues: [{ path: options.targetAuth.path, message: "this backendAuth signs HTTP requests, and every target of this MCP backend is stdio" }] }))
+    }
     const authorize = yield* TargetPolicies.authorizer(options.authorize ?? allowAll, ir.targets)
     const store = options.store ?? memoryStore()
     const scope = yield* Effect.scope

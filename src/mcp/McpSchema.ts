@@ -166,9 +166,13 @@ export const headerValue = (raw: string): string => {
   return wrapped === null ? raw : Buffer.from(wrapped[1]!, "base64").toString("utf8")
 }
 
-/** What `Mcp-Name` mirrors for a method: the tool's or prompt's name, the resource's URI; undefined for other methods. */
+/** What `Mcp-Name` mirrors for a method: the tool's or prompt's name, the resource's URI (read, subscribe, unsubscribe); undefined for other methods. */
 export const mirroredName = (method: string, params: Record<string, unknown> | undefined): unknown =>
-  method === "tools/call" || method === "prompts/get" ? field(params, "name") : method === "resources/read" ? field(params, "uri") : undefined
+  method === "tools/call" || method === "prompts/get"
+    ? field(params, "name")
+    : method === "resources/read" || method === "resources/subscribe" || method === "resources/unsubscribe"
+    ? field(params, "uri")
+    : undefined
 
 /**
  * Why a request's `Mcp-Method`/`Mcp-Name` headers (SEP-2243) contradict its body, or undefined.

@@ -278,7 +278,7 @@ export class Session {
     return true
   }
 
-  /** The GET stream: one per session (a second one replaces the first, which is ended). */
+  /** The GET stream: one per session (the frontend answers 409 to another GET while it is open). */
   listen(stream: SseBody): void {
     this.listenStream?.end()
     this.listenStream = stream
@@ -289,7 +289,7 @@ export class Session {
 
   /** Backlogs a message for the next stream, within BACKLOG_MAX_MESSAGES and BACKLOG_MAX_BYTES (oldest go first). */
   private keep(message: unknown): void {
-    const size = JSON.stringify(message).length
+    const size = Buffer.byteLength(JSON.stringify(message))
     if (size > BACKLOG_MAX_BYTES) return
     this.backlog.push(message)
     this.backlogSizes.push(size)

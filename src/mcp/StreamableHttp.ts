@@ -74,10 +74,13 @@ const accepted = () => new ProxyResponse(202, Headers.empty(), undefined)
 const accepts = (ctx: ProxyRequest, type: string) => (Headers.get(ctx.headers, "accept") ?? "").toLowerCase().includes(type)
 
 export const callContext = (backend: Backend, ctx: ProxyRequest, protocolVersion: string | undefined): CallContext => ({
-  headers: Fanout.forwardedHeaders(ctx.headers, backend.connects.length > 1),
+  headers: Fanout.forwardedHeaders(ctx.headers, backend.connects.length > 1 ? ctx.raw.headers : undefined),
   protocolVersion,
   request: ctx
 })
+
+/** How often an open GET stream gets an SSE comment (keep-alive, and dead-connection detection). */
+export const GET_HEARTBEAT_MS = 15_000
 
 /** Visible ASCII only (RFC 9110 field values; the MCP spec's session id rule). */
 const VISIBLE_ASCII = /^[\x21-\x7e]+$/
@@ -176,18 +179,21 @@ export const connectSession = (backend: Backend, naming: Naming.Naming, state: S
       backend.slots.release()
       backend.live.delete(session)
     }))
-    for (const { target, connect } of backend.connects) {
-      const token = resume ? state.upstreams[target] : undefined
-      const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
-      if (result._tag === "Success") session.upstreams.set(target, result.success)
-      else if (!backend.options.failOpen) {
-        yield* session.close()
-        session.opening = undefined
-        return yield* Effect.fail(result.failure)
+    const connectAll = Effect.gen(function*() {
+      for (const { target, connect } of backend.connects) {
+        const token = resume ? state.upstreams[target] : undefined
+        const result = yield* Effect.result(Scope.provide(connect(session.inbound(target), token), scope))
+        if (result._tag === "Success") session.upstreams.set(target, result.success)
+        else if (!backend.options.failOpen) return yield* Effect.fail(result.failure)
       }
-    }
-    session.opening = undefined
-    return session
+      return session
+    })
+    // However connecting ends, the opening request's context goes (nothing later may reuse its
+    // credential); a failed or interrupted connect ends the session, its upstream sessions with it.
+    return yield* Effect.onExit(connectAll, (exit) =>
+      Exit.isSuccess(exit)
+        ? Effect.sync(() => void (session.opening = undefined))
+        : Effect.ensuring(session.close(), Effect.sync(() => void (session.opening = undefined))))
   })
 
 /** The answer to a request whose session could not be opened: 503 at the cap, else 500 naming the target. */
@@ -407,6 +413,13 @@ export const handler = (backend: Backend): Handler => {
         }
         const stream = new SseBody()
         stream.comment()
+        // Keep-alive comments: a connection that died silently errors on a write and closes the
+        // stream, so the session does not keep a dead stream (and answer 409 to the reconnect).
+        const beat = setInterval(() => stream.comment(), GET_HEARTBEAT_MS)
+        beat.unref()
+        stream.onClose(() => clearInterval(beat))
+        // Aborted by the listener if the client is gone before the head is written.
+        ;(ctx.openBodies ??= []).push(stream)
         session.listen(stream)
         const context = callContext(backend, ctx, session.state.protocolVersion)
         return Effect.as(

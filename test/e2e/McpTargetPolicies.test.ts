@@ -120,6 +120,16 @@ backends:
   host: 127.0.0.1:$AREST
   policies:
     backendAuth: ${AWS_AUTH}
+- name: keyed
+  policies:
+    # Set in the backend phase: reaches every target, although the client's own credential does not.
+    backendAuth: {key: backend-secret}
+  mcp:
+    targets:
+    - name: ka
+      mcp: {host: "http://127.0.0.1:$BK/mcp"}
+    - name: kb
+      mcp: {host: "http://127.0.0.1:$BK/mcp"}
 - name: signed
   policies:
     # On the MCP backend: aws signs each target's own requests, unless the target has a backendAuth of its own.
@@ -171,6 +181,9 @@ binds:
     - name: signed
       matches: [{path: {pathPrefix: /signed}}]
       backends: [{backend: signed}]
+    - name: keyed
+      matches: [{path: {pathPrefix: /keyed}}]
+      backends: [{backend: keyed}]
     - name: tls
       matches: [{path: {pathPrefix: /tls}}]
       backends:
@@ -345,6 +358,17 @@ describe("per-target MCP policies", () => {
     expect([call?.headers["mcp-method"], call?.headers["mcp-name"], call?.headers["mcp-param-text"]]).toEqual([undefined, undefined, undefined])
   })
 
+  it("a federating backend's own backendAuth key reaches every target; the client's credential does not", async () => {
+    ownKey.seen.length = 0
+    const { client, transport } = await connectWithToken(gw.url(port, "/keyed/mcp"), "client-token")
+    expect((await client.callTool({ name: "ka_echo", arguments: { text: "a" } })).content).toEqual([{ type: "text", text: "beta: a" }])
+    expect((await client.callTool({ name: "kb_echo", arguments: { text: "b" } })).content).toEqual([{ type: "text", text: "beta: b" }])
+    await transport.terminateSession()
+    await client.close()
+    expect(deletes(ownKey.seen)).toHaveLength(2)
+    expect(new Set(ownKey.seen.map((s) => s.headers["authorization"]))).toEqual(new Set(["Bearer backend-secret"]))
+  })
+
   it("one target: the gateway is transparent and the client's own credential reaches that server", async () => {
     pb.seen.length = 0
     const { client } = await connectWithToken(gw.url(port, "/single/mcp"), "for-the-server")
@@ -489,6 +513,8 @@ describe("per-target MCP policies", () => {
   })
 
   it("aws on the MCP backend signs each target's own requests; a target with its own backendAuth keeps it", async () => {
+    backendAws.seen.length = 0
+    ownKey.seen.length = 0
     const client = new Client({ name: "test", version: "1.0.0" })
     const transport = new StreamableHTTPClientTransport(new URL(gw.url(port, "/signed/mcp")), { requestInit: { headers: { authorization: "Bearer client" } } })
     await client.connect(transport)

@@ -52,3 +52,24 @@ describe("McpSchema.parse", () => {
     expect(McpSchema.parse(`{"jsonrpc":"2.0","id":2,"result":${nested(McpSchema.MAX_NESTING + 1)}}`)).toBeUndefined()
   })
 })
+
+describe("McpSchema.headerMismatch (SEP-2243 mirror headers)", () => {
+  const request = (method: string, params: Record<string, unknown>) => McpSchema.classify({ jsonrpc: "2.0", id: 1, method, params })!
+  const b64 = (text: string) => `=?base64?${Buffer.from(text).toString("base64")}?=`
+
+  it("takes absent headers, matching ones (plain or base64-wrapped), and refuses any other", () => {
+    expect(McpSchema.headerMismatch(request("tools/call", { name: "echo" }), undefined, undefined)).toBeUndefined()
+    expect(McpSchema.headerMismatch(request("tools/call", { name: "echo" }), "tools/call", "echo")).toBeUndefined()
+    expect(McpSchema.headerMismatch(request("prompts/get", { name: "p ü" }), "prompts/get", b64("p ü"))).toBeUndefined()
+    for (const method of ["resources/read", "resources/subscribe", "resources/unsubscribe"]) {
+      expect(McpSchema.headerMismatch(request(method, { uri: "file:///x" }), method, "file:///x")).toBeUndefined()
+      expect(McpSchema.headerMismatch(request(method, { uri: "file:///x" }), method, "file:///y")).toBe("Mcp-Name header does not match the request body")
+    }
+    const notification = McpSchema.classify({ jsonrpc: "2.0", method: "notifications/initialized" })!
+    expect(McpSchema.headerMismatch(notification, "notifications/initialized", undefined)).toBeUndefined()
+    expect(McpSchema.headerMismatch(request("tools/call", { name: "echo" }), "tools/list", undefined)).toBe("Mcp-Method header does not match the request body")
+    expect(McpSchema.headerMismatch(request("tools/list", {}), undefined, "echo")).toBe("Mcp-Name header does not match the request body")
+    const response = McpSchema.classify({ jsonrpc: "2.0", id: 1, result: {} })!
+    expect(McpSchema.headerMismatch(response, "tools/call", undefined)).toBe("Mcp-Method header does not match the request body")
+  })
+})

@@ -4,6 +4,7 @@
  */
 import * as crypto from "node:crypto"
 import { assert, describe, it } from "@effect/vitest"
+import { vi } from "vitest"
 import { Effect, Exit, Scope } from "effect"
 import { UpstreamPools } from "../../src/backends/Pools.ts"
 import type * as Ir from "../../src/ir/Ir.ts"
@@ -12,6 +13,7 @@ import * as Naming from "../../src/mcp/Naming.ts"
 import { SseBody } from "../../src/mcp/EventStream.ts"
 import { BACKLOG_MAX_BYTES, BACKLOG_MAX_MESSAGES, Session } from "../../src/mcp/Session.ts"
 import * as SessionSealer from "../../src/mcp/SessionSealer.ts"
+import * as StreamableHttp from "../../src/mcp/StreamableHttp.ts"
 import type { BodySink } from "../../src/pipeline/ProxyResponse.ts"
 import * as RequestBody from "../../src/pipeline/RequestBody.ts"
 import { RequestContext } from "../../src/pipeline/RequestContext.ts"
@@ -84,6 +86,42 @@ describe("MCP sessions", () => {
       // The binding is inside the sealed id: another replica refuses it too.
       const state = SessionSealer.make(Buffer.from(key, "hex")).open(id)
       assert.strictEqual(state === "invalid" ? "invalid" : state.identity, "iss|alice")
+    }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
+})
+
+describe("MCP GET stream", () => {
+  it.live("gets a keep-alive comment every GET_HEARTBEAT_MS while open, and none once closed", () =>
+    Effect.gen(function*() {
+      vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] })
+      try {
+        const handler = yield* McpBackend.build("/b", backend, { settings, maxBodyBytes: 1 << 20 })
+        const init = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
+        const opened = yield* Effect.provideService(handler, RequestContext, post(init, undefined))
+        const id = String(opened.headers["mcp-session-id"])
+        yield* Effect.promise(() => collect(opened.body))
+        const get = request({ method: "GET", path: "/mcp", headers: { accept: "text/event-stream", "mcp-session-id": id } })
+        const res = yield* Effect.provideService(handler, RequestContext, get)
+        assert.strictEqual(res.status, 200)
+        const frames: Array<string> = []
+        let onClose: (() => void) | undefined
+        const body = res.body
+        if (!(body instanceof SseBody)) return assert.fail("not an SSE body")
+        body.pipeTo({
+          write: (c) => (frames.push(Buffer.from(c).toString("utf8")), true),
+          end: () => undefined,
+          destroy: () => undefined,
+          once: (event, listener) => void (event === "close" ? (onClose = listener) : undefined),
+          writableFinished: false
+        })
+        assert.deepStrictEqual(frames, [":\n\n"])
+        vi.advanceTimersByTime(StreamableHttp.GET_HEARTBEAT_MS * 2)
+        assert.deepStrictEqual(frames, [":\n\n", ":\n\n", ":\n\n"])
+        onClose?.()
+        vi.advanceTimersByTime(StreamableHttp.GET_HEARTBEAT_MS * 2)
+        assert.strictEqual(frames.length, 3)
+      } finally {
+        vi.useRealTimers()
+      }
     }).pipe(Effect.scoped, Effect.provide(UpstreamPools.layer)))
 })
 

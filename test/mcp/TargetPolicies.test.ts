@@ -159,6 +159,22 @@ describe("per-target policies in the config", () => {
     expect(await firstIssue(withTarget(`{name: a, sse: {host: "http://127.0.0.1:1/sse"}, policies: ${aws}}`))).toBe("valid")
   })
 
+  it("aws on an MCP backend needs an HTTP target to sign for", async () => {
+    const backendWith = (target: string) => `
+backends:
+- name: m
+  policies: {backendAuth: {aws: {accessKeyId: a, secretAccessKey: b, region: r}}}
+  mcp: {targets: [${target}]}
+binds:
+- port: 3000
+  listeners:
+  - routes:
+    - backends: [{backend: m}]
+`
+    expect(await firstIssue(backendWith(`{name: a, stdio: {cmd: x}}`))).toBe("binds[0].listeners[0].routes[0].backends[0].policies.backendAuth: this backendAuth signs HTTP requests, and every target of this MCP backend is stdio")
+    expect(await firstIssue(backendWith(`{name: a, mcp: {host: "http://127.0.0.1:1/mcp"}}`))).toBe("valid")
+  })
+
   it("resolves {backend: name} targets against host backends only", async () => {
     expect(await firstIssue(withTarget(`{name: a, mcp: {backend: nowhere}}`))).toBe(`${AT}.mcp: backend "nowhere" is not defined in backends`)
     expect(await firstIssue(withTarget(`{name: a, openapi: {schema: "{}", backend: other}}`, "backends:\n- {name: other, mcp: {targets: []}}")))
