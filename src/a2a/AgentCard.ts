@@ -20,6 +20,7 @@
  *
  * @since 0.1.0
  */
+import * as Json from "../shared/Json.ts"
 import { field } from "./Protocol.ts"
 
 /**
@@ -82,7 +83,7 @@ const rewriteInterfaces = (list: unknown, anchor: Anchor): boolean => {
 export const rewrite = (bytes: Uint8Array, anchor: Anchor): Result => {
   let card: unknown
   try {
-    card = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"))
+    card = Json.parseBounded(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"))
   } catch {
     return invalid("agent card is not valid JSON")
   }

@@ -6,6 +6,7 @@
  *
  * @since 0.1.0
  */
+import * as Json from "../shared/Json.ts"
 
 /** Well-known card paths: `agent.json` up to v0.2, `agent-card.json` from v0.3 on. */
 export const CARD_SUFFIXES: ReadonlyArray<string> = ["/.well-known/agent-card.json", "/.well-known/agent.json"]
@@ -88,7 +89,7 @@ export const field = (value: unknown, key: string): unknown =>
 export const methodOf = (body: Uint8Array): string => {
   let parsed: unknown
   try {
-    parsed = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8"))
+    parsed = Json.parseBounded(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("utf8"))
   } catch {
     return UNKNOWN_METHOD
   }

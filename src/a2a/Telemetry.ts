@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import * as Json from "../shared/Json.ts"
 import type { BodySink, ProxyResponse, StreamBody } from "../pipeline/ProxyResponse.ts"
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import { field, type MethodInfo } from "./Protocol.ts"
@@ -92,7 +93,7 @@ export const record = (out: A2aLogFields, answer: unknown, method: MethodInfo | 
 
 const parse = (bytes: Uint8Array): unknown => {
   try {
-    return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"))
+    return Json.parseBounded(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"))
   } catch {
     return undefined
   }

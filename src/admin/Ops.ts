@@ -9,6 +9,7 @@
  *
  * @since 0.1.0
  */
+import * as Json from "../shared/Json.ts"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as http from "node:http"
@@ -263,7 +264,7 @@ export const cel: Route = (req, res) => {
     done = true
     let input: unknown
     try {
-      input = JSON.parse(Buffer.concat(chunks).toString("utf8"))
+      input = Json.parseBounded(Buffer.concat(chunks).toString("utf8"))
     } catch (error) {
       return json(res, 400, { error: `Failed to parse JSON: ${error instanceof Error ? error.message : String(error)}` })
     }

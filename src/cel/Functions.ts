@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import * as Json from "../shared/Json.ts"
 import { type ASTNode, type Environment, EvaluationError } from "@marcbachmann/cel-js"
 import { createHash, randomUUID } from "node:crypto"
 import * as net from "node:net"
@@ -23,7 +24,8 @@ const INTEGER_SOURCE = /^-?\d+$/
  * text), others `double`, as serde_json → cel does upstream.
  */
 export const parseJson = (text: string): unknown =>
-  JSON.parse(text, (_key, value: unknown, context?: { source?: string }) => {
+  // Bounded nesting, checked before parsing: `json(request.body)` reads a client's body.
+  Json.parseBounded(text, Json.MAX_NESTING, (_key, value: unknown, context?: { source?: string }) => {
     if (typeof value !== "number") return value
     const source = context?.source
     if (source !== undefined) return INTEGER_SOURCE.test(source) ? BigInt(source) : value

@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as Json from "../shared/Json.ts"
 
 /** Protocol versions a client may negotiate (MCP-Protocol-Version header and initialize). */
 export const KNOWN_VERSIONS: ReadonlyArray<string> = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
@@ -95,25 +96,19 @@ export const classify = (value: unknown): Classified | undefined => {
   return undefined
 }
 
-/** Parses bytes or text as one JSON-RPC message. */
 /**
- * Deepest nesting a message may have. Messages are re-serialised with `JSON.stringify`, which
- * overflows the stack around 10,000 levels, outside any Effect: one deep message from a client or
- * an upstream tool would end the process. Real MCP payloads stay far below this.
+ * Deepest nesting a message may have (`Json.MAX_NESTING`): checked on the text before it is
+ * parsed, since `JSON.parse` of a deep document blocks the event loop, and messages are
+ * re-serialised with `JSON.stringify`, which overflows the stack around 10,000 levels. Real MCP
+ * payloads stay far below this.
  */
-export const MAX_NESTING = 64
-
-/** Whether `value` nests arrays/objects deeper than `limit` (stops at the first such branch). */
-const tooDeep = (value: unknown, limit: number): boolean => {
-  if (typeof value !== "object" || value === null) return false
-  if (limit === 0) return true
-  for (const item of Array.isArray(value) ? value : Object.values(value)) if (tooDeep(item, limit - 1)) return true
-  return false
-}
+export const MAX_NESTING = Json.MAX_NESTING
 
 const NOT_JSON: unique symbol = Symbol("NOT_JSON")
 
+/** The parsed text, or NOT_JSON when it is not JSON or nested deeper than MAX_NESTING. */
 const decode = (text: string): unknown => {
+  if (Json.nestsDeeperThan(text, MAX_NESTING)) return NOT_JSON
   try {
     return JSON.parse(text)
   } catch {
@@ -124,8 +119,7 @@ const decode = (text: string): unknown => {
 /** One JSON-RPC message from text; undefined when it is not JSON, not a message, or nested deeper than MAX_NESTING. */
 export const parse = (text: string): Classified | undefined => {
   const value = decode(text)
-  if (value === NOT_JSON || tooDeep(value, MAX_NESTING)) return undefined
-  return classify(value)
+  return value === NOT_JSON ? undefined : classify(value)
 }
 
 /**
@@ -141,10 +135,12 @@ export interface Invalid {
 /** `parse` for upstream traffic: a refused message that answers a request is reported, not silently dropped. */
 export const parseUpstream = (text: string): Classified | Invalid => {
   const value = decode(text)
-  const classified = value === NOT_JSON || tooDeep(value, MAX_NESTING) ? undefined : classify(value)
+  const classified = value === NOT_JSON ? undefined : classify(value)
   if (classified !== undefined) return classified
-  const id = field(value, "id")
-  const answers = (typeof id === "number" || typeof id === "string") && field(value, "method") === undefined
+  // Unparsed (too deep) text still tells whose answer it was, read without parsing it.
+  const id = value === NOT_JSON ? Json.topLevelScalar(text, "id") : field(value, "id")
+  const method = value === NOT_JSON ? Json.topLevelScalar(text, "method") : field(value, "method")
+  const answers = (typeof id === "number" || typeof id === "string") && method === undefined
   return { _tag: "Invalid", id: answers ? id : undefined }
 }
 
