@@ -620,6 +620,12 @@ describe("OpenApi: request", () => {
 describe("OpenApi: result", () => {
   const ok = (status: number, contentType: string | undefined, body: string) => OpenApi.result("get_user", status, contentType, bytes(body))
 
+  it("a JSON answer nested deeper than 64 levels comes back as text, never parsed", () => {
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`
+    const answer = ok(200, "application/json", deep)
+    assert.deepStrictEqual(answer.structuredContent, { code: 200, message: deep })
+  })
+
   it("a JSON object is returned as is, null as null, other JSON wrapped as {data}", () => {
     const object = { id: "123", name: "Test User" }
     assert.deepStrictEqual(ok(200, "application/json", JSON.stringify(object)), {

@@ -18,6 +18,7 @@
  *
  * @since 0.1.0
  */
+import * as BoundedJson from "../../shared/Json.ts"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -583,7 +584,9 @@ const isJsonType = (contentType: string | undefined): boolean => {
   return essence === "application/json" || essence.endsWith("+json")
 }
 
+/** A REST answer's JSON; too deep (checked before parsing, the upstream chooses it) counts as not JSON. */
 const parseJson = (text: string): Result.Result<Json, undefined> => {
+  if (BoundedJson.nestsDeeperThan(text, BoundedJson.MAX_NESTING)) return Result.fail(undefined)
   try {
     const value: Json = JSON.parse(text)
     return Result.succeed(value)
