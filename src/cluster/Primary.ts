@@ -178,7 +178,9 @@ export const run = (options: Options) =>
       const post = (slot: Slot, message: Protocol.ToWorker): boolean => {
         const worker = slot.worker
         if (worker === undefined || !worker.isConnected()) return false
-        worker.send(message)
+        // A worker exiting now closes the channel under the write (EPIPE): with a callback the
+        // error comes here instead of as an unhandled 'error' event; its exit is handled anyway.
+        worker.send(message, () => undefined)
         return true
       }
 
@@ -227,6 +229,8 @@ export const run = (options: Options) =>
           if (Option.isSome(decoded)) slot.waiting.get(decoded.value.seq)?.(decoded.value)
         })
         worker.on("exit", (code, signal) => onExit(slot, worker, code, signal))
+        // IPC errors (a channel closing under a write) must not end the primary; the exit follows.
+        worker.on("error", () => undefined)
         const first = sendConfig(slot, desired, WORKER_START_TIMEOUT_MS)
         void first.then((error) => {
           // A worker that cannot start is killed; its exit schedules the next attempt.
