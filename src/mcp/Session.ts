@@ -290,14 +290,28 @@ export class Session {
   /** Backlogs a message for the next stream, within BACKLOG_MAX_MESSAGES and BACKLOG_MAX_BYTES (oldest go first). */
   private keep(message: unknown): void {
     const size = Buffer.byteLength(JSON.stringify(message))
-    if (size > BACKLOG_MAX_BYTES) return
+    if (size > BACKLOG_MAX_BYTES) return this.dropped(message)
     this.backlog.push(message)
     this.backlogSizes.push(size)
     this.backlogBytes += size
     while (this.backlog.length > BACKLOG_MAX_MESSAGES || this.backlogBytes > BACKLOG_MAX_BYTES) {
-      this.backlog.shift()
+      this.dropped(this.backlog.shift())
       this.backlogBytes -= this.backlogSizes.shift() ?? 0
     }
+  }
+
+  /**
+   * A backlogged message no client will see: a server→client request among them is answered
+   * with an error at once, so its target does not wait for an answer that cannot come.
+   */
+  private dropped(message: unknown): void {
+    const id = McpSchema.field(message, "id")
+    const relayed = typeof McpSchema.field(message, "method") === "string" && typeof id === "string" ? parseRelayId(id) : undefined
+    if (relayed === undefined) return
+    const upstream = this.upstreams.get(relayed.target)
+    if (upstream === undefined) return
+    const answer = McpSchema.errorResponse(relayed.id, McpSchema.ErrorCode.InternalError, "no client stream to relay this request to")
+    Effect.runFork(Effect.ignore(upstream.send(answer, { headers: undefined, protocolVersion: this.state.protocolVersion })))
   }
 
   get listening(): boolean {

@@ -267,4 +267,29 @@ describe("Session backlog", () => {
       assert.deepStrictEqual(replayed(many), Array.from({ length: BACKLOG_MAX_MESSAGES }, (_, i) => i + 10))
       yield* Scope.close(scope, Exit.void)
     }))
+
+  it.effect("answers a server→client request it drops with an error, so its target does not wait", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const session = new Session("r", state, scope, Naming.make(["t"], "conditional"), 0)
+      const sent: Array<unknown> = []
+      session.upstreams.set("t", {
+        target: "t",
+        request: () => Effect.die("unused"),
+        send: (message) => Effect.sync(() => void sent.push(message)),
+        listen: () => Effect.void,
+        serverMessages: true,
+        resumeToken: () => null
+      })
+      session.inbound("t").deliver({ jsonrpc: "2.0", id: 41, method: "elicitation/create", params: { message: "?" } })
+      for (let n = 0; n < BACKLOG_MAX_MESSAGES; n++) session.inbound("t").deliver(note(n, 1))
+      // A request too big to keep at all is answered too.
+      session.inbound("t").deliver({ jsonrpc: "2.0", id: "big", method: "sampling/createMessage", params: { data: "x".repeat(BACKLOG_MAX_BYTES) } })
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
+      assert.deepStrictEqual(sent, [
+        { jsonrpc: "2.0", id: 41, error: { code: -32603, message: "no client stream to relay this request to" } },
+        { jsonrpc: "2.0", id: "big", error: { code: -32603, message: "no client stream to relay this request to" } }
+      ])
+      yield* Scope.close(scope, Exit.void)
+    }))
 })
