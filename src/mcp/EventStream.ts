@@ -85,7 +85,23 @@ export class SseBody implements StreamBody {
   end(): void {
     if (this.ended) return
     this.ended = true
+    this.stopKeepAlive?.()
     if (this.sink !== undefined) this.sink.end()
+  }
+
+  private stopKeepAlive: (() => void) | undefined = undefined
+
+  /**
+   * A long-lived stream (a session's GET, the legacy SSE stream): an SSE comment every `ms`, so
+   * idle-timeout proxies keep it open and a connection that died silently errors on a write and
+   * closes it. Stops when the stream ends or closes.
+   */
+  keepAlive(ms: number): void {
+    if (this.stopKeepAlive !== undefined || this.closed || this.ended) return
+    const timer = setInterval(() => this.comment(), ms)
+    timer.unref()
+    this.stopKeepAlive = () => clearInterval(timer)
+    this.onClose(this.stopKeepAlive)
   }
 
   complete(): Uint8Array | undefined {

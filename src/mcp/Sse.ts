@@ -24,7 +24,7 @@ import * as Fanout from "./Fanout.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
 import { parseRelayId, type Session } from "./Session.ts"
-import { type Backend, callContext, connectSession, draftState, openFailed } from "./StreamableHttp.ts"
+import { type Backend, callContext, connectSession, draftState, GET_HEARTBEAT_MS, openFailed } from "./StreamableHttp.ts"
 
 /** The path that selects this frontend (anything else is Streamable HTTP). */
 export const SSE_PATH = "/sse"
@@ -71,6 +71,9 @@ export const handler = (backend: Backend): Handler => {
       const session = opened.success
       const stream = new SseBody()
       stream.event("endpoint", `${SSE_PATH}?sessionId=${id}`)
+      stream.keepAlive(GET_HEARTBEAT_MS)
+      // Aborted by the listener (ending the session) if the client is gone before the head is written.
+      ;(ctx.openBodies ??= []).push(stream)
       session.listen(stream)
       sessions.set(id, { session, stream, inFlight: 0 })
       const drop = () => {

@@ -79,7 +79,7 @@ export const callContext = (backend: Backend, ctx: ProxyRequest, protocolVersion
   request: ctx
 })
 
-/** How often an open GET stream gets an SSE comment (keep-alive, and dead-connection detection). */
+/** How often an open GET stream (and a legacy SSE stream) gets an SSE comment (keep-alive, and dead-connection detection). */
 export const GET_HEARTBEAT_MS = 15_000
 
 /** Visible ASCII only (RFC 9110 field values; the MCP spec's session id rule). */
@@ -413,11 +413,9 @@ export const handler = (backend: Backend): Handler => {
         }
         const stream = new SseBody()
         stream.comment()
-        // Keep-alive comments: a connection that died silently errors on a write and closes the
-        // stream, so the session does not keep a dead stream (and answer 409 to the reconnect).
-        const beat = setInterval(() => stream.comment(), GET_HEARTBEAT_MS)
-        beat.unref()
-        stream.onClose(() => clearInterval(beat))
+        // A connection that died silently errors on a keep-alive write and closes the stream, so
+        // the session does not keep a dead stream (and answer 409 to the reconnect).
+        stream.keepAlive(GET_HEARTBEAT_MS)
         // Aborted by the listener if the client is gone before the head is written.
         ;(ctx.openBodies ??= []).push(stream)
         session.listen(stream)
