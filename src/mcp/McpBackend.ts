@@ -135,10 +135,8 @@ export const build = (name: string, ir: Ir.McpBackend, options: BuildOptions): E
         }
       }
       // Traced outermost: the span's context goes through the target's own policies like any header.
-      const inherited = options.targetAuth !== undefined && transport._tag !== "Stdio" && (target.policies?.backendAuth ?? undefined) === undefined
-        ? options.targetAuth
-        : undefined
-      const edit = yield* TargetPolicies.editor(target, host, env, inherited)
+      // The backend's per-target backendAuth, for HTTP targets (a target's own one wins in `editor`).
+      const edit = yield* TargetPolicies.editor(target, host, env, transport._tag === "Stdio" ? undefined : options.targetAuth)
       connects.push({ target: target.name, connect: Traced.connect(TargetPolicies.connectWith(connect, edit)) })
     }
     if (options.targetAuth !== undefined && ir.targets.every((t) => t.transport._tag === "Stdio")) {

@@ -145,9 +145,8 @@ export class Session {
   /** Streams of requests in flight, per target: where that target's messages go first. */
   private readonly inFlight = new Map<string, Array<SseBody>>()
   private listenStream: SseBody | undefined = undefined
-  private backlog: Array<unknown> = []
-  /** Serialized sizes of `backlog`'s messages, and their sum. */
-  private backlogSizes: Array<number> = []
+  /** Messages for the next GET stream with their serialized sizes, and the sum of those. */
+  private backlog: Array<{ readonly message: unknown; readonly size: number }> = []
   private backlogBytes = 0
   /** Cached upstream list results by `target|method`, and a generation per `target|method` for races. */
   private readonly cache = new Map<string, unknown>()
@@ -179,7 +178,7 @@ export class Session {
       closed: () => {
         this.upstreams.delete(target)
       },
-      ownCall: () => Effect.sync(() => this.endedBy ?? this.opening ?? { headers: undefined, protocolVersion: this.state.protocolVersion }),
+      ownCall: () => Effect.sync(() => this.endedBy ?? this.opening ?? this.detachedCall()),
       handedOver: () => this.released
     }
   }
@@ -278,25 +277,28 @@ export class Session {
     return true
   }
 
-  /** The GET stream: one per session (the frontend answers 409 to another GET while it is open). */
+  /** A call with no client request behind it: no forwarded headers, the session's protocol version. */
+  private detachedCall(): CallContext {
+    return { headers: undefined, protocolVersion: this.state.protocolVersion }
+  }
+
+  /** The GET stream: one per session (the frontends open it only while none is open: 409 otherwise). */
   listen(stream: SseBody): void {
-    this.listenStream?.end()
     this.listenStream = stream
-    this.backlogSizes = []
     this.backlogBytes = 0
-    for (const message of this.backlog.splice(0)) stream.send(message)
+    for (const { message } of this.backlog.splice(0)) stream.send(message)
   }
 
   /** Backlogs a message for the next stream, within BACKLOG_MAX_MESSAGES and BACKLOG_MAX_BYTES (oldest go first). */
   private keep(message: unknown): void {
     const size = Buffer.byteLength(JSON.stringify(message))
     if (size > BACKLOG_MAX_BYTES) return this.dropped(message)
-    this.backlog.push(message)
-    this.backlogSizes.push(size)
+    this.backlog.push({ message, size })
     this.backlogBytes += size
     while (this.backlog.length > BACKLOG_MAX_MESSAGES || this.backlogBytes > BACKLOG_MAX_BYTES) {
-      this.dropped(this.backlog.shift())
-      this.backlogBytes -= this.backlogSizes.shift() ?? 0
+      const oldest = this.backlog.shift()!
+      this.backlogBytes -= oldest.size
+      this.dropped(oldest.message)
     }
   }
 
@@ -311,7 +313,7 @@ export class Session {
     const upstream = this.upstreams.get(relayed.target)
     if (upstream === undefined) return
     const answer = McpSchema.errorResponse(relayed.id, McpSchema.ErrorCode.InternalError, "no client stream to relay this request to")
-    Effect.runFork(Effect.ignore(upstream.send(answer, { headers: undefined, protocolVersion: this.state.protocolVersion })))
+    Effect.runFork(Effect.ignore(upstream.send(answer, this.detachedCall())))
   }
 
   get listening(): boolean {

@@ -191,9 +191,7 @@ export const connectSession = (backend: Backend, naming: Naming.Naming, state: S
     // However connecting ends, the opening request's context goes (nothing later may reuse its
     // credential); a failed or interrupted connect ends the session, its upstream sessions with it.
     return yield* Effect.onExit(connectAll, (exit) =>
-      Exit.isSuccess(exit)
-        ? Effect.sync(() => void (session.opening = undefined))
-        : Effect.ensuring(session.close(), Effect.sync(() => void (session.opening = undefined))))
+      Effect.ensuring(Exit.isSuccess(exit) ? Effect.void : session.close(), Effect.sync(() => void (session.opening = undefined))))
   })
 
 /** The answer to a request whose session could not be opened: 503 at the cap, else 500 naming the target. */

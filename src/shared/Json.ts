@@ -19,20 +19,28 @@ const CLOSE_ARRAY = 0x5d
 const OPEN_OBJECT = 0x7b
 const CLOSE_OBJECT = 0x7d
 
+/** The index of the quote closing the string that opens at `start`, or -1. */
+const stringEnd = (text: string, start: number): number => {
+  for (let i = start + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === BACKSLASH) i++
+    else if (c === QUOTE) return i
+  }
+  return -1
+}
+
 /**
  * Whether `text`, read as JSON, opens more than `limit` arrays/objects inside one another.
  * Brackets inside strings do not count. Not a validator: malformed text is left to `JSON.parse`.
  */
 export const nestsDeeperThan = (text: string, limit: number): boolean => {
   let depth = 0
-  let inString = false
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i)
-    if (inString) {
-      if (c === BACKSLASH) i++
-      else if (c === QUOTE) inString = false
-    } else if (c === QUOTE) inString = true
-    else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
+    if (c === QUOTE) {
+      i = stringEnd(text, i)
+      if (i === -1) return false
+    } else if (c === OPEN_ARRAY || c === OPEN_OBJECT) {
       if (++depth > limit) return true
     } else if (c === CLOSE_ARRAY || c === CLOSE_OBJECT) depth--
   }
@@ -55,16 +63,6 @@ export const parseBounded = (text: string, limit: number = MAX_NESTING, reviver?
 
 const COLON = 0x3a
 const isSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09
-
-/** The index of the quote closing the string that opens at `start`, or -1. */
-const stringEnd = (text: string, start: number): number => {
-  for (let i = start + 1; i < text.length; i++) {
-    const c = text.charCodeAt(i)
-    if (c === BACKSLASH) i++
-    else if (c === QUOTE) return i
-  }
-  return -1
-}
 
 const NUMBER_CHAR = /[-+0-9.eE]/
 

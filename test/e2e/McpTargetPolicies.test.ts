@@ -558,14 +558,23 @@ const recordedPair = async (name: string, config: (jwks: string) => string) => {
   return { pa, pb, gw, port, stop }
 }
 
-describe("the upstream session's DELETE after idle expiry (no downstream request)", () => {
-  let pa: Awaited<ReturnType<typeof recordingProxy>>
-  let pb: Awaited<ReturnType<typeof recordingProxy>>
-  let gw: Running
-  let port: number
-  let stop: () => Promise<void>
+type RecordedPair = Awaited<ReturnType<typeof recordedPair>>
+
+/** A recorded pair for the enclosing describe: started before its tests, stopped after them. */
+const pairFor = (name: string, config: (jwks: string) => string): (() => RecordedPair) => {
+  let pair: RecordedPair | undefined
   beforeAll(async () => {
-    ;({ pa, pb, gw, port, stop } = await recordedPair("idle", (jwks) => `
+    pair = await recordedPair(name, config)
+  })
+  afterAll(() => pair?.stop())
+  return () => {
+    if (pair === undefined) throw new Error(`the ${name} pair is not running`)
+    return pair
+  }
+}
+
+describe("the upstream session's DELETE after idle expiry (no downstream request)", () => {
+  const pair = pairFor("idle", (jwks) => `
 config:
   mcp: {sessionTtl: 1s}
 binds:
@@ -585,11 +594,10 @@ binds:
           - name: j
             mcp: {host: "http://127.0.0.1:$PB/mcp"}
             policies: {backendAuth: {passthrough: {}}}
-`))
-  })
-  afterAll(() => stop())
+`)
 
   it("key and header edits are sent; passthrough has no request to take a JWT from and sends none", async () => {
+    const { pa, pb, gw, port } = pair()
     // No GET stream from the client: the session idles out.
     const init = await fetch(gw.url(port, "/mcp"), {
       method: "POST",
@@ -612,13 +620,7 @@ binds:
 })
 
 describe("stateless mode: the DELETE ending each request's upstream session", () => {
-  let pa: Awaited<ReturnType<typeof recordingProxy>>
-  let pb: Awaited<ReturnType<typeof recordingProxy>>
-  let gw: Running
-  let port: number
-  let stop: () => Promise<void>
-  beforeAll(async () => {
-    ;({ pa, pb, gw, port, stop } = await recordedPair("stateless", (jwks) => `
+  const pair = pairFor("stateless", (jwks) => `
 binds:
 - port: $PORT
   listeners:
@@ -637,12 +639,11 @@ binds:
           - name: j
             mcp: {host: "http://127.0.0.1:$PB/mcp"}
             policies: {backendAuth: {passthrough: {}}}
-`))
-  })
-  afterAll(() => stop())
+`)
 
   /** One stateless `tools/call` of `a_echo`, with `bearer` as the client's credential. */
   const call = async (bearer: string, text: string) => {
+    const { gw, port } = pair()
     const res = await fetch(gw.url(port, "/mcp"), {
       method: "POST",
       headers: {
@@ -661,6 +662,7 @@ binds:
   }
 
   it("each request's upstream sessions end with a DELETE carrying the target's policies and that request's headers and JWT", async () => {
+    const { pa, pb } = pair()
     // A second credential, so each DELETE is tied to the request it ends.
     const other = await new SignJWT({ iss: "issuer.test", aud: "aud.test", sub: "bob", exp: Math.floor(Date.now() / 1000) + 600 })
       .setProtectedHeader({ alg: "RS256", kid: "k1" })
