@@ -558,6 +558,32 @@ const recordedPair = async (name: string, config: (jwks: string) => string) => {
   return { pa, pb, gw, port, stop }
 }
 
+/**
+ * The pair behind `jwtAuth`: target `a` with a key and header edits (`x-target` set, `x-drop`
+ * removed), target `j` with passthrough; `settings` goes above `binds`, `mcp` into the backend.
+ */
+const jwtPairConfig = (jwks: string, o: { readonly settings: string; readonly mcp: string }) => `
+${o.settings}
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - policies:
+        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
+      backends:
+      - mcp:
+          ${o.mcp}
+          targets:
+          - name: a
+            mcp: {host: "http://127.0.0.1:$PA/mcp"}
+            policies:
+              backendAuth: {key: secret-a}
+              requestHeaderModifier: {set: {x-target: a}, remove: [x-drop]}
+          - name: j
+            mcp: {host: "http://127.0.0.1:$PB/mcp"}
+            policies: {backendAuth: {passthrough: {}}}
+`
+
 type RecordedPair = Awaited<ReturnType<typeof recordedPair>>
 
 /** A recorded pair for the enclosing describe: started before its tests, stopped after them. */
@@ -574,27 +600,7 @@ const pairFor = (name: string, config: (jwks: string) => string): (() => Recorde
 }
 
 describe("the upstream session's DELETE after idle expiry (no downstream request)", () => {
-  const pair = pairFor("idle", (jwks) => `
-config:
-  mcp: {sessionTtl: 1s}
-binds:
-- port: $PORT
-  listeners:
-  - routes:
-    - policies:
-        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
-      backends:
-      - mcp:
-          targets:
-          - name: a
-            mcp: {host: "http://127.0.0.1:$PA/mcp"}
-            policies:
-              backendAuth: {key: secret-a}
-              requestHeaderModifier: {set: {x-target: a}}
-          - name: j
-            mcp: {host: "http://127.0.0.1:$PB/mcp"}
-            policies: {backendAuth: {passthrough: {}}}
-`)
+  const pair = pairFor("idle", (jwks) => jwtPairConfig(jwks, { settings: "config:\n  mcp: {sessionTtl: 1s}", mcp: "" }))
 
   it("key and header edits are sent; passthrough has no request to take a JWT from and sends none", async () => {
     const { pa, pb, gw, port } = pair()
@@ -620,26 +626,7 @@ binds:
 })
 
 describe("stateless mode: the DELETE ending each request's upstream session", () => {
-  const pair = pairFor("stateless", (jwks) => `
-binds:
-- port: $PORT
-  listeners:
-  - routes:
-    - policies:
-        jwtAuth: {issuer: issuer.test, audiences: [aud.test], jwks: {file: ${jwks}}}
-      backends:
-      - mcp:
-          statefulMode: stateless
-          targets:
-          - name: a
-            mcp: {host: "http://127.0.0.1:$PA/mcp"}
-            policies:
-              backendAuth: {key: secret-a}
-              requestHeaderModifier: {set: {x-target: a}, remove: [x-drop]}
-          - name: j
-            mcp: {host: "http://127.0.0.1:$PB/mcp"}
-            policies: {backendAuth: {passthrough: {}}}
-`)
+  const pair = pairFor("stateless", (jwks) => jwtPairConfig(jwks, { settings: "", mcp: "statefulMode: stateless" }))
 
   /** One stateless `tools/call` of `a_echo`, with `bearer` as the client's credential. */
   const call = async (bearer: string, text: string) => {
