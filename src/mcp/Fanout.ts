@@ -494,7 +494,12 @@ const sameValue = (a: string | ReadonlyArray<string>, b: string | ReadonlyArray<
  */
 export const forwardedHeaders = (headers: Headers.HeaderMap, client?: Readonly<Record<string, string | ReadonlyArray<string> | undefined>>): Headers.HeaderMap => {
   const out = Headers.empty()
-  for (const [k, v] of Object.entries(headers)) if (!NOT_FORWARDED.has(k) && v !== undefined && !k.startsWith("mcp-param-")) out[k] = v
+  // for…in, not Object.entries: this runs on every call, and entries allocates a pair per header.
+  for (const k in headers) {
+    if (NOT_FORWARDED.has(k) || k.startsWith("mcp-param-")) continue
+    const v = headers[k]
+    if (v !== undefined) out[k] = v
+  }
   if (client !== undefined) {
     for (const name of CLIENT_CREDENTIALS) {
       const sent = client[name]

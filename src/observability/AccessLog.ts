@@ -33,6 +33,17 @@ export interface Sink {
 
 const NEEDS_QUOTES = /[\s"=]/
 
+/** `" name="` for each field name of a name list, built once per list (the lists are constants). */
+const prefixesOf = new WeakMap<ReadonlyArray<string>, ReadonlyArray<string>>()
+const prefixes = (names: ReadonlyArray<string>): ReadonlyArray<string> => {
+  let out = prefixesOf.get(names)
+  if (out === undefined) {
+    out = names.map((name) => ` ${name}=`)
+    prefixesOf.set(names, out)
+  }
+  return out
+}
+
 /** Longest a logged line waits before it is written. */
 export const FLUSH_INTERVAL_MS = 10
 /** Batch size that is written at once, without waiting for the interval. */
@@ -95,12 +106,15 @@ export class AccessLog {
       }
       line = JSON.stringify(record)
     } else {
+      // Appending the cached " name=" and then the value: no template string per field.
+      const prefix = prefixes(names)
       line = time + "\tinfo\trequest"
       for (let i = 0; i < names.length; i++) {
         const value = values[i]
         if (value === undefined || value === "" || removed?.has(names[i]!) === true) continue
         const text = typeof value === "number" ? String(value) : value
-        line += NEEDS_QUOTES.test(text) ? ` ${names[i]}=${JSON.stringify(text)}` : ` ${names[i]}=${text}`
+        line += prefix[i]!
+        line += NEEDS_QUOTES.test(text) ? JSON.stringify(text) : text
       }
       if (extra !== undefined) {
         for (const [name, value] of extra) {

@@ -146,6 +146,8 @@ export class RequestMetrics {
   private readonly reasons = new Index()
   private readonly methods = new Index()
   private readonly mcpSeries = new Map<string, Metric.Counter<number>>()
+  /** Per route, item labels → the series in `mcpSeries` (never more than it holds). */
+  private readonly mcpByRoute = new WeakMap<RouteInfo, Map<string, Metric.Counter<number>>>()
   private readonly connections = new Map<string, Metric.Counter<number>>()
   private readonly connectSeries = new Map<string, Metric.Histogram<number>>()
   private readonly context: Context.Context<never>
@@ -269,7 +271,13 @@ export class RequestMetrics {
   mcp(labels: McpLabels, r: RequestRecord): void {
     const custom = r.custom !== undefined && this.customNames.length > 0 ? r.custom.map(orUnknown) : undefined
     const route = r.route
-    const key = `${labels.method}\u0000${labels.resource_type}\u0000${labels.server}\u0000${labels.resource}\u0000${r.bind}\u0000${r.gateway}\u0000${r.listener}\u0000${route?.label ?? ""}\u0000${route?.ruleName ?? ""}${custom === undefined ? "" : `\u0000${custom.join("\u0000")}`}`
+    // The item labels first, per route (a route fixes bind, gateway, listener and rule): the full
+    // key below is built only the first time a route sees a label set.
+    const itemKey = `${labels.method}\u0000${labels.resource_type}\u0000${labels.server}\u0000${labels.resource}${custom === undefined ? "" : `\u0000${custom.join("\u0000")}`}`
+    let perRoute = route === undefined ? undefined : this.mcpByRoute.get(route)
+    const cached = perRoute?.get(itemKey)
+    if (cached !== undefined) return cached.updateUnsafe(1, this.context)
+    const key = `${itemKey}\u0000${r.bind}\u0000${r.gateway}\u0000${r.listener}\u0000${route?.label ?? ""}\u0000${route?.ruleName ?? ""}`
     let s = this.mcpSeries.get(key)
     if (s === undefined) {
       if (this.mcpSeries.size >= MAX_MCP_SERIES) return
@@ -287,6 +295,13 @@ export class RequestMetrics {
       if (custom !== undefined) this.customNames.forEach((name, i) => (attributes[name] = custom[i]!))
       s = mcpRequestsTotal(attributes)
       this.mcpSeries.set(key, s)
+    }
+    if (route !== undefined) {
+      if (perRoute === undefined) {
+        perRoute = new Map()
+        this.mcpByRoute.set(route, perRoute)
+      }
+      perRoute.set(itemKey, s)
     }
     s.updateUnsafe(1, this.context)
   }

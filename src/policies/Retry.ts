@@ -81,7 +81,7 @@ export const retryAfterMillis = (value: string | undefined, nowMs: number): numb
 }
 
 const copyHeaders = (from: Headers.HeaderMap, into: Headers.HeaderMap): void => {
-  for (const name of Object.keys(from)) {
+  for (const name in from) {
     const value = from[name]!
     into[name] = typeof value === "string" ? value : [...value]
   }

@@ -48,8 +48,15 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "upgrade"
 ])
 
+const CONNECTION_OPTION = /^\s*(?:keep-alive|close)\s*$/i
+const NONE: Array<string> = []
+
+/** A `Connection` value that is only the `keep-alive` or `close` option (the usual case): it names no header. */
+export const namesNoHeader = (connection: HeaderValue): boolean => typeof connection === "string" && CONNECTION_OPTION.test(connection)
+
 /** Tokens of a `Connection` header that name other headers (not the `close`/`keep-alive` options). */
-const nominated = (connection: HeaderValue): Array<string> => {
+const nominated = (connection: HeaderValue): ReadonlyArray<string> => {
+  if (namesNoHeader(connection)) return NONE
   const out: Array<string> = []
   for (const token of (typeof connection === "string" ? connection : connection.join(",")).split(",")) {
     const name = token.trim().toLowerCase()
