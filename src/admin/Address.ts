@@ -34,3 +34,45 @@ export const checkAdminBind = (configuredHost: string, boundAddress: string): st
   namesLoopback(configuredHost) && !isLoopback(boundAddress)
     ? `admin address "${configuredHost}" resolved to the non-loopback ${boundAddress}; name the address explicitly to expose the admin API`
     : undefined
+
+/** The host of an authority (`host`, `host:port`, `[v6]:port`), lower-cased, brackets removed. */
+const hostOfAuthority = (authority: string): string => {
+  const a = authority.trim().toLowerCase()
+  if (a.startsWith("[")) {
+    const end = a.indexOf("]")
+    return end === -1 ? a : a.slice(1, end)
+  }
+  const colon = a.lastIndexOf(":")
+  return colon === -1 ? a : a.slice(0, colon)
+}
+
+/**
+ * Whether a `Host` header names this machine's loopback: `localhost` (and `*.localhost`, which
+ * browsers resolve to loopback themselves), a 127/8 address or `::1`. A name a DNS-rebinding
+ * page uses (its own domain, now resolving to 127.0.0.1) does not.
+ */
+export const namesLoopbackAuthority = (authority: string): boolean => {
+  const host = hostOfAuthority(authority)
+  if (host === "localhost" || host.endsWith(".localhost")) return true
+  return /^127(?:\.\d{1,3}){3}$/.test(host) || host === "::1" || host === "0:0:0:0:0:0:0:1"
+}
+
+/** Whether an `Origin` (`scheme://host[:port]`) names the same host and port as a `Host` header. */
+export const sameAuthority = (origin: string, host: string): boolean => {
+  let url: URL
+  try {
+    url = new URL(origin)
+  } catch {
+    return false
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") return false
+  const defaultPort = url.protocol === "https:" ? "443" : "80"
+  const norm = (h: string, port: string) => `${hostOfAuthority(h)}:${port}`
+  const hostPort = (() => {
+    const a = host.trim().toLowerCase()
+    const close = a.lastIndexOf("]")
+    const colon = a.lastIndexOf(":")
+    return colon > close ? a.slice(colon + 1) : defaultPort
+  })()
+  return norm(url.host, url.port === "" ? defaultPort : url.port) === norm(host, hostPort)
+}

@@ -5,7 +5,8 @@
  *
  * The admin server is loopback-only unless `adminAddr`/`ADMIN_ADDR` names another address
  * explicitly; even then the endpoints that change the process (`POST /logging`,
- * `POST /quitquitquit`) answer only loopback peers.
+ * `POST /quitquitquit`) answer only loopback peers. Requests a browser page of another site
+ * could make (a `Host` that is not loopback on a loopback bind, a cross-origin POST) get 403.
  *
  * @since 0.1.0
  */
@@ -45,8 +46,32 @@ const queryOf = (req: http.IncomingMessage): URLSearchParams => {
 }
 
 export interface ServeOptions {
-  /** The admin server: a host that names loopback (the default `localhost`) must bind loopback. */
+  /**
+   * The admin server: a host that names loopback (the default `localhost`) must bind loopback,
+   * and requests a browser page of another site could make are refused (`browserRefusal`).
+   */
   readonly requireLoopback?: boolean
+}
+
+/**
+ * Why a request to the admin server is refused because a web page, not an operator, may have
+ * sent it; undefined when it is not. A page on any site can make the browser send simple
+ * requests to `localhost:15000` (a POST to `/quitquitquit` needs no CORS preflight), and with
+ * DNS rebinding it can read the answers too, under its own host name (security.md §2.2, the
+ * MCP Inspector case). So, on a loopback bind, `Host` must name loopback; and a request that
+ * changes something must not come from another origin (`Origin`, `Sec-Fetch-Site`). curl and
+ * other non-browser clients send neither header and are unaffected. An admin address bound
+ * elsewhere on purpose keeps any `Host` (its names are the operator's).
+ */
+export const browserRefusal = (req: http.IncomingMessage, loopbackBound: boolean): string | undefined => {
+  const host = req.headers.host
+  if (loopbackBound && (host === undefined || !Address.namesLoopbackAuthority(host))) return "forbidden: host not allowed\n"
+  if (req.method === "GET" || req.method === "HEAD") return undefined
+  const site = req.headers["sec-fetch-site"]
+  if (site !== undefined && site !== "same-origin" && site !== "none") return "forbidden: cross-origin request\n"
+  const origin = req.headers.origin
+  if (origin !== undefined && (host === undefined || !Address.sameAuthority(origin, host))) return "forbidden: cross-origin request\n"
+  return undefined
 }
 
 /** Opens one ops server, or nothing for `off`; the server closes with the enclosing Scope. */
@@ -55,7 +80,12 @@ export const serve = (name: string, address: string, routes: Record<string, Rout
     const parsed = Address.parse(address)
     if ("error" in parsed) return yield* Effect.fail(new ConfigError({ issues: [{ path: `config.${name}`, message: parsed.error }] }))
     if (parsed._tag === "Off") return undefined
+    let loopbackBound = false
     const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
+      if (options.requireLoopback === true) {
+        const refusal = browserRefusal(req, loopbackBound)
+        if (refusal !== undefined) return text(res, 403, refusal)
+      }
       const path = (req.url ?? "/").split("?")[0]!
       const route = Object.hasOwn(routes, path) ? routes[path] : undefined
       if (route === undefined) return text(res, 404, "not found\n")
@@ -80,6 +110,7 @@ export const serve = (name: string, address: string, routes: Record<string, Rout
       }))
     )
     const bound = server.address()
+    loopbackBound = typeof bound === "object" && bound !== null && Address.isLoopback(bound.address)
     if (options.requireLoopback === true && typeof bound === "object" && bound !== null) {
       const refusal = Address.checkAdminBind(parsed.host, bound.address)
       if (refusal !== undefined) {

@@ -346,3 +346,44 @@ describe("reload failures", () => {
     }
   })
 })
+
+describe("requests a web page could make", () => {
+  /** A raw request, so `Host`, `Origin` and `Sec-Fetch-Site` are exactly what a browser would send. */
+  const raw = async (method: string, path: string, headers: Record<string, string>) => {
+    const http = await import("node:http")
+    return new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: "127.0.0.1", port: gw.ports.admin, method, path, headers }, (res) => {
+        let body = ""
+        res.setEncoding("utf8")
+        res.on("data", (c: string) => (body += c))
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+      })
+      req.on("error", reject)
+      req.end()
+    })
+  }
+  const own = () => `127.0.0.1:${gw.ports.admin}`
+
+  it("a Host that is not loopback (DNS rebinding) is refused, even for a GET", async () => {
+    const rebound = await raw("GET", "/config_dump", { host: `attacker.example:${gw.ports.admin}` })
+    expect(rebound).toEqual({ status: 403, body: "forbidden: host not allowed\n" })
+    expect((await raw("GET", "/config_dump", { host: `localhost:${gw.ports.admin}` })).status).toBe(200)
+    expect((await raw("GET", "/config_dump", { host: `[::1]:${gw.ports.admin}` })).status).toBe(200)
+    expect((await raw("GET", "/config_dump", { host: own() })).status).toBe(200)
+  })
+
+  it("a cross-origin POST is refused and changes nothing; a same-origin one works", async () => {
+    const fromPage = await raw("POST", "/logging?level=debug", { host: own(), origin: "https://attacker.example" })
+    expect(fromPage).toEqual({ status: 403, body: "forbidden: cross-origin request\n" })
+    const fetchMetadata = await raw("POST", "/quitquitquit", { host: own(), "sec-fetch-site": "cross-site" })
+    expect(fetchMetadata.status).toBe(403)
+    const otherPort = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://127.0.0.1:${gw.ports.admin + 1}` })
+    expect(otherPort.status).toBe(403)
+    expect(await (await admin("/logging")).text()).toBe("current log level is info\n")
+    const sameOrigin = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://${own()}`, "sec-fetch-site": "same-origin" })
+    expect(sameOrigin).toEqual({ status: 200, body: "current log level is debug\n" })
+    expect((await raw("POST", "/logging?reset", { host: own() })).body).toBe("current log level is info\n")
+    // The gateway is still serving (the refused /quitquitquit did nothing).
+    expect((await fetch(gw.url(port, "/open"))).status).toBe(200)
+  })
+})
