@@ -123,10 +123,16 @@ const firstHeader = (ctx: ProxyRequest, name: string): string | undefined => {
   return v === undefined ? undefined : typeof v === "string" ? v : v[0]
 }
 
-/** `scheme://authority` as the client addressed the gateway. */
+/**
+ * `scheme://authority` as the client addressed the gateway. `X-Forwarded-Proto` is honoured as
+ * upstream does (a TLS-terminating proxy in front), but only to say `https`: a request that
+ * reached the gateway over TLS is never described as `http`, so a forged header cannot make a
+ * (cacheable, `Access-Control-Allow-Origin: *`) metadata document send clients and their
+ * tokens to plaintext (security.md §2.2). `resourceMetadata.resource` fixes the base outright.
+ */
 const requestBase = (ctx: ProxyRequest): string => {
   const forwarded = firstHeader(ctx, "x-forwarded-proto")?.split(",")[0]?.trim().toLowerCase()
-  const scheme = forwarded === "http" || forwarded === "https" ? forwarded : ctx.scheme
+  const scheme = forwarded === "https" ? "https" : ctx.scheme
   return `${scheme}://${ctx.authority}`
 }
 

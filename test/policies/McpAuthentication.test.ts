@@ -60,6 +60,16 @@ describe("mcpAuthentication", () => {
       assert.strictEqual(forwarded!.response.headers["www-authenticate"], `Bearer resource_metadata="https://127.0.0.1:3000/.well-known/oauth-protected-resource/mcp"`)
     }))
 
+  it.effect("x-forwarded-proto never downgrades a request that arrived over TLS to http", () =>
+    Effect.gen(function*() {
+      const [downgrade, doc] = yield* run(config({ resourceMetadata: {} }), [
+        { method: "POST", path: "/mcp", scheme: "https", headers: { "x-forwarded-proto": "http" } },
+        { path: "/.well-known/oauth-protected-resource/mcp", scheme: "https", headers: { "x-forwarded-proto": "http" } }
+      ])
+      assert.strictEqual(downgrade!.response.headers["www-authenticate"], `Bearer resource_metadata="https://127.0.0.1:3000/.well-known/oauth-protected-resource/mcp"`)
+      assert.strictEqual(JSON.parse(String(doc!.response.body)).resource, "https://127.0.0.1:3000/mcp")
+    }))
+
   it.effect("the protected-resource document: computed fields, then resourceMetadata in snake_case; CORS for any origin", () =>
     Effect.gen(function*() {
       const [doc, preflight, computed] = yield* run(config(), [
