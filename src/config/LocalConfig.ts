@@ -488,11 +488,20 @@ export const FrontendHttp = Schema.Struct({
   maxConnectionDuration: unsupported("http.maxConnectionDuration")
 })
 
+export const FrontendTls = Schema.Struct({
+  handshakeTimeout: opt(DurationString, "Maximum time a client has to complete the TLS handshake; the connection is closed after it. Default: 15s."),
+  alpn: unsupported("frontendPolicies.tls.alpn"),
+  minVersion: unsupported("frontendPolicies.tls.minVersion"),
+  maxVersion: unsupported("frontendPolicies.tls.maxVersion"),
+  cipherSuites: unsupported("frontendPolicies.tls.cipherSuites"),
+  keyExchangeGroups: unsupported("frontendPolicies.tls.keyExchangeGroups")
+})
+
 export const FrontendPolicies = Schema.Struct({
   http: opt(FrontendHttp, "Settings for incoming HTTP requests."),
   accessLog: opt(AccessLogPolicy, "Access log settings."),
   logging: opt(AccessLogPolicy, "Access log settings (alias of accessLog)."),
-  tls: unsupported("frontendPolicies.tls"),
+  tls: opt(FrontendTls, "Settings for incoming TLS connections."),
   tcp: unsupported("frontendPolicies.tcp"),
   networkAuthorization: unsupported("frontendPolicies.networkAuthorization"),
   networkExtAuthz: unsupported("frontendPolicies.networkExtAuthz"),

@@ -433,6 +433,7 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     maxBufferSize: http.maxBufferSize ?? 2 * MiB,
     http1MaxHeaders: http.http1MaxHeaders ?? 100,
     http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
+    tlsHandshakeTimeoutMs: ms(config.frontendPolicies?.tls?.handshakeTimeout, 15_000),
     connectTimeoutMs: ms(backend.connectTimeout, 10_000),
     poolIdleTimeoutMs: ms(backend.poolIdleTimeout, 90_000),
     poolMaxSize: backend.poolMaxSize ?? undefined,

@@ -38,6 +38,8 @@ export interface Settings {
   readonly maxBufferSize: number
   readonly http1MaxHeaders: number
   readonly http1IdleTimeoutMs: number
+  /** `frontendPolicies.tls.handshakeTimeout`: a client still handshaking after this long is disconnected. */
+  readonly tlsHandshakeTimeoutMs: number
   readonly connectTimeoutMs: number
   readonly poolIdleTimeoutMs: number
   readonly poolMaxSize: number | undefined

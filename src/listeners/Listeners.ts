@@ -117,6 +117,8 @@ export class ListenerSet {
       server = https.createServer({
         ...serverOptions(settings),
         ...(first?.options ?? {}),
+        // Node's default is 120 s; agentgateway's 15 s (a client that never finishes holds a socket).
+        handshakeTimeout: settings.tlsHandshakeTimeoutMs,
         requestCert: mtls !== "off",
         rejectUnauthorized: mtls === "all",
         SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => {
@@ -153,9 +155,17 @@ export class ListenerSet {
       socket.end("HTTP/1.1 405 Method Not Allowed\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
     })
     server.on("clientError", (error: NodeJS.ErrnoException, socket: net.Socket) => {
-      if (!socket.writable || error.code === "ECONNRESET") return socket.destroy()
-      const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request"
+      // Only HTTP errors (a parse error, a head that took too long) get an HTTP answer. A TLS
+      // failure (a handshake that timed out or went wrong, which https also reports here) has
+      // no HTTP to speak: ending the socket politely would leave it half-open for as long as
+      // the client likes.
+      const code = error.code ?? ""
+      const http = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT"
+      if (!socket.writable || !http) return socket.destroy()
+      const status = code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request"
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+      // The answer is the last thing this connection carries, whether or not the client reads it.
+      socket.once("finish", () => socket.destroySoon())
     })
     return listen(server, port, undefined).then(() => ({
       port,

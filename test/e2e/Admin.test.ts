@@ -377,7 +377,7 @@ describe("requests a web page could make", () => {
     expect(fromPage).toEqual({ status: 403, body: "forbidden: cross-origin request\n" })
     const fetchMetadata = await raw("POST", "/quitquitquit", { host: own(), "sec-fetch-site": "cross-site" })
     expect(fetchMetadata.status).toBe(403)
-    const otherPort = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://127.0.0.1:${gw.ports.admin + 1}` })
+    const otherPort = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://127.0.0.1:${gw.ports.admin! + 1}` })
     expect(otherPort.status).toBe(403)
     expect(await (await admin("/logging")).text()).toBe("current log level is info\n")
     const sameOrigin = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://${own()}`, "sec-fetch-site": "same-origin" })

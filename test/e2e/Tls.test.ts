@@ -106,3 +106,42 @@ binds:
     ).rejects.toThrow(/<inline>:6:\d+ binds\[0\]\.listeners\[0\]\.tls\.cert: cannot read \/nonexistent\/cert\.pem/)
   })
 })
+
+describe("frontendPolicies.tls.handshakeTimeout", () => {
+  it("closes a connection that never completes its TLS handshake", async () => {
+    const net = await import("node:net")
+    const port = await freePort()
+    const quick = await startGateway(
+      `
+frontendPolicies:
+  tls: {handshakeTimeout: 300ms}
+binds:
+- port: $PORT
+  listeners:
+  - protocol: HTTPS
+    tls: {cert: $DIR/server.pem, key: $DIR/server.key}
+    routes:
+    - policies: {directResponse: {status: 200, body: "ok"}}
+`,
+      { vars: { PORT: port, DIR: dir } }
+    )
+    try {
+      // A client that connects and then says nothing (a slowloris of the handshake).
+      const closedAfter = await new Promise<number>((resolve, reject) => {
+        const start = Date.now()
+        const socket = net.connect(port, "127.0.0.1")
+        socket.on("error", () => {})
+        socket.on("close", () => resolve(Date.now() - start))
+        setTimeout(() => {
+          socket.destroy()
+          reject(new Error("still open after 3 s"))
+        }, 3000)
+      })
+      expect(closedAfter).toBeGreaterThanOrEqual(250)
+      // A client that does handshake is served as usual.
+      expect(await get(port)).toEqual({ status: 200, body: "ok" })
+    } finally {
+      await quick.stop()
+    }
+  })
+})
