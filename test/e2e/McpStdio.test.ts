@@ -116,3 +116,56 @@ describe("the quickstart's MCP demo", () => {
     }
   })
 })
+
+describe("MCP request bodies over maxBufferSize", () => {
+  let gw: Running
+  let port: number
+  beforeAll(async () => {
+    port = await freePort()
+    gw = await startGateway(
+      `
+frontendPolicies:
+  http: {maxBufferSize: 1024}
+binds:
+- port: $PORT
+  listeners:
+  - routes:
+    - backends:
+      - mcp:
+          targets:
+          - name: everything
+            stdio: {cmd: "${process.execPath}", args: ["${everything}", "stdio"]}
+`,
+      { vars: { PORT: port } }
+    )
+  })
+  afterAll(async () => {
+    await gw.stop()
+  })
+
+  const post = (body: string, session?: string) =>
+    fetch(gw.url(port, "/mcp"), {
+      method: "POST",
+      headers: {
+        accept: "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": "2025-06-18",
+        ...(session === undefined ? {} : { "mcp-session-id": session })
+      },
+      body
+    })
+
+  it("are refused with 413 before any parsing, and the session lives on", async () => {
+    const init = await post(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }))
+    expect(init.status).toBe(200)
+    const session = init.headers.get("mcp-session-id")!
+    await init.text()
+    const big = JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "echo", arguments: { message: "x".repeat(4096) } } })
+    const refused = await post(big, session)
+    expect(refused.status).toBe(413)
+    expect(await refused.text()).toBe("request body too large")
+    const small = await post(JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "echo", arguments: { message: "fits" } } }), session)
+    expect(small.status).toBe(200)
+    expect(await small.text()).toContain("Echo: fits")
+  })
+})
