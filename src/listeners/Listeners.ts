@@ -65,10 +65,19 @@ const serverOptions = (settings: Ir.Settings): http.ServerOptions => ({
   noDelay: true
 })
 
-const closeServer = (server: http.Server, deadlineMs: number): Promise<void> =>
+/**
+ * Stops accepting, lets in-flight work finish, and at the deadline closes what is left:
+ * `closeAllConnections` knows only connections that reached HTTP, so every accepted socket is
+ * tracked too (`sockets`). Without that, a TLS connection that never finished its handshake
+ * kept the server, and so the process, from closing until the client went away.
+ */
+const closeServer = (server: http.Server, deadlineMs: number, sockets: ReadonlySet<net.Socket>): Promise<void> =>
   new Promise((resolve) => {
     if (!server.listening) return resolve()
-    const timer = setTimeout(() => server.closeAllConnections(), deadlineMs)
+    const timer = setTimeout(() => {
+      server.closeAllConnections()
+      for (const socket of sockets) socket.destroy()
+    }, deadlineMs)
     timer.unref()
     // Keep-alive connections become idle as their last response ends: close them as they do,
     // so draining ends when the work does, not at the deadline.
@@ -144,7 +153,10 @@ export class ListenerSet {
     server.on("request", handler)
     const bindName = `bind/${port}`
     const protocol = scheme
-    server.on("connection", () => {
+    const sockets = new Set<net.Socket>()
+    server.on("connection", (socket: net.Socket) => {
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
       // Which listener serves is decided per request (by Host); a bind with one listener names it.
       const only = this.bind(port)?.all
       const listener = only !== undefined && only.length === 1 ? only[0]!.ir : undefined
@@ -172,7 +184,7 @@ export class ListenerSet {
       protocol: bind.ir.protocol,
       mtls,
       server,
-      close: (deadlineMs: number) => closeServer(server, deadlineMs)
+      close: (deadlineMs: number) => closeServer(server, deadlineMs, sockets)
     }))
   }
 

@@ -145,3 +145,33 @@ binds:
     }
   })
 })
+
+describe("draining an HTTPS listener", () => {
+  it("does not wait past its deadline for a connection that never finished its handshake", async () => {
+    const net = await import("node:net")
+    const port = await freePort()
+    const running = await startGateway(
+      `
+config:
+  connectionTerminationDeadline: 300ms
+binds:
+- port: $PORT
+  listeners:
+  - protocol: HTTPS
+    tls: {cert: $DIR/server.pem, key: $DIR/server.key}
+    routes:
+    - policies: {directResponse: {status: 200, body: "ok"}}
+`,
+      { vars: { PORT: port, DIR: dir } }
+    )
+    // Connected, silent: still within the 15 s handshake timeout when the gateway stops.
+    const socket = net.connect(port, "127.0.0.1")
+    socket.on("error", () => {})
+    await new Promise((resolve) => socket.once("connect", resolve))
+    const closed = new Promise((resolve) => socket.once("close", resolve))
+    const start = Date.now()
+    await running.stop()
+    expect(Date.now() - start).toBeLessThan(5000)
+    await closed
+  }, 20_000)
+})
