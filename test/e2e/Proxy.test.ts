@@ -263,6 +263,44 @@ describe("bad input the HTTP parser lets through", () => {
   })
 })
 
+describe("request smuggling and header tricks (security.md §5 #1, #2, #15)", () => {
+  const SMUGGLING: Record<string, string> = {
+    "Content-Length with Transfer-Encoding": "POST /api/s HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "two different Content-Lengths": "POST /api/s HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nhello",
+    "two equal Content-Lengths": "POST /api/s HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    "a Content-Length list": "POST /api/s HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+    "Transfer-Encoding xchunked": "POST /api/s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "Transfer-Encoding chunked, identity": "POST /api/s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "a space before the colon": "POST /api/s HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "an obs-fold continuation line": "GET /api/s HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n folded\r\n\r\n",
+    "bare LF line endings": "GET /api/s HTTP/1.1\nHost: a\nX-A: 1\n\n",
+    "a bare CR inside the head": "GET /api/s HTTP/1.1\r\nHost: a\r\nX-A: 1\r\rX-B: 2\r\n\r\n"
+  }
+  for (const [name, request] of Object.entries(SMUGGLING)) {
+    it(`${name} → 400, nothing reaches the upstream`, async () => {
+      const before = upstream.received.length
+      const res = await rawRequest(port, request, 1500)
+      expect(res.status).toBe(400)
+      expect(res.head).toMatch(/\r\nconnection: close/i)
+      expect(upstream.received.length).toBe(before)
+    })
+  }
+
+  it("prototype-named headers: __proto__ is refused (underscore), constructor & co. are plain headers", async () => {
+    const proto = await rawRequest(port, "GET /api/p HTTP/1.1\r\nHost: a\r\n__proto__: x\r\nConnection: close\r\n\r\n")
+    expect(proto.status).toBe(400)
+    const res = await rawRequest(port, "GET /api/p HTTP/1.1\r\nHost: a\r\nconstructor: evil\r\nhasOwnProperty: y\r\ntoString: z\r\nConnection: close\r\n\r\n")
+    expect(res.status).toBe(200)
+    const seen = upstream.received.at(-1)!.headers
+    expect(seen["constructor"]).toBe("evil")
+    expect(seen["hasownproperty"]).toBe("y")
+    expect(seen["tostring"]).toBe("z")
+    // The gateway's own objects were not touched.
+    expect(Object.prototype.hasOwnProperty.call(Object.prototype, "evil")).toBe(false)
+    expect(typeof ({} as { toString: unknown }).toString).toBe("function")
+  })
+})
+
 describe("slow clients", () => {
   it("a client that never finishes its headers is cut off after the header-read deadline", async () => {
     const { HEADERS_TIMEOUT_MS, CONNECTION_CHECK_MS } = await import("../../src/listeners/Listeners.ts")
