@@ -22,6 +22,7 @@ import * as Undici from "../backends/Undici.ts"
 import * as ConfigError from "../config/ConfigError.ts"
 import { BoundedLru } from "../shared/lru.ts"
 import * as BoundedBody from "../shared/BoundedBody.ts"
+import * as Json from "../shared/Json.ts"
 
 type Jose = typeof import("jose")
 
@@ -53,7 +54,7 @@ export interface ServiceAccount {
 export const parseServiceAccount = (text: string): ServiceAccount | string => {
   let doc: unknown
   try {
-    doc = JSON.parse(text)
+    doc = Json.parseBounded(text)
   } catch {
     return "the credential is not valid JSON"
   }
@@ -100,7 +101,7 @@ const readBody = (body: AsyncIterable<unknown> & { destroy(): void }): Promise<s
 
 const oauthError = (text: string): string => {
   try {
-    const doc: unknown = JSON.parse(text)
+    const doc: unknown = Json.parseBounded(text)
     if (typeof doc === "object" && doc !== null && "error" in doc && typeof doc.error === "string" && /^[\w.-]{1,64}$/.test(doc.error)) return ` (${doc.error})`
   } catch {
     // not JSON: nothing safe to report
@@ -113,7 +114,7 @@ const expiryOf = (jwt: string): number | undefined => {
   const part = jwt.split(".")[1]
   if (part === undefined) return undefined
   try {
-    const claims: unknown = JSON.parse(Buffer.from(part, "base64url").toString("utf8"))
+    const claims: unknown = Json.parseBounded(Buffer.from(part, "base64url").toString("utf8"))
     return typeof claims === "object" && claims !== null && "exp" in claims && typeof claims.exp === "number" ? claims.exp * 1000 : undefined
   } catch {
     return undefined
@@ -159,7 +160,7 @@ export const make = (account: ServiceAccount, kind: TokenKind, path: string): Ef
           if (res.statusCode !== 200) throw new Error(`token endpoint answered ${res.statusCode}${oauthError(text)}`)
           let doc: unknown
           try {
-            doc = JSON.parse(text)
+            doc = Json.parseBounded(text)
           } catch {
             throw new Error("token endpoint answered with invalid JSON")
           }

@@ -50,6 +50,7 @@ import * as BackendTls from "./BackendTls.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
 import * as Undici from "../backends/Undici.ts"
 import * as BoundedBody from "../shared/BoundedBody.ts"
+import * as Json from "../shared/Json.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Bounds
@@ -179,7 +180,7 @@ interface ParsedKeys {
 const parseJwks = (text: string): ParsedKeys | string => {
   let doc: unknown
   try {
-    doc = JSON.parse(text)
+    doc = Json.parseBounded(text)
   } catch (error) {
     return `invalid JWKS JSON: ${error instanceof Error ? error.message : String(error)}`
   }

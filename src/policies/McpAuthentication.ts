@@ -44,6 +44,7 @@ import * as Headers from "../shared/headers.ts"
 import * as CredentialLocation from "./CredentialLocation.ts"
 import * as JwtAuth from "./JwtAuth.ts"
 import * as BoundedBody from "../shared/BoundedBody.ts"
+import * as Json from "../shared/Json.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Bounds
@@ -218,7 +219,7 @@ class AsMetadata {
         if (answer.status !== 200) return Effect.fail(`status ${answer.status}`)
         let doc: unknown
         try {
-          doc = JSON.parse(answer.body)
+          doc = Json.parseBounded(answer.body)
         } catch {
           return Effect.fail("not JSON")
         }

@@ -219,6 +219,11 @@ describe("jwtAuth", () => {
         message: "invalid JWKS JSON: Expected property name or '}' in JSON at position 1 (line 1 column 2)"
       })
       assert.deepStrictEqual(yield* configError({ issuer: ISSUER, jwks: { url: "ftp://x" } }), { path: "policies.jwtAuth.jwks.url", message: "a JWKS URL must be http or https" })
+      // Checked before JSON.parse, which a deeply nested document blocks the event loop on (security.md §0.4).
+      assert.deepStrictEqual(yield* configError({ issuer: ISSUER, jwks: `{"keys":${"[".repeat(100)}${"]".repeat(100)}}` }), {
+        path: "policies.jwtAuth.jwks",
+        message: "invalid JWKS JSON: JSON nested deeper than 64 levels"
+      })
     }))
 
   it("Cache-Control max-age is clamped to the min and max TTL", () => {
