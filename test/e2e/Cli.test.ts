@@ -122,4 +122,28 @@ describe("agentgateway CLI", () => {
       await upstream.close()
     }
   })
+
+  it("at the termination deadline closes what is still in flight and exits 0", async () => {
+    const upstream = await startUpstream()
+    try {
+      const port = await freePort()
+      const gw = await serve([
+        "-c",
+        `{config: {connectionTerminationDeadline: 300ms}, binds: [{port: ${port}, listeners: [{routes: [{backends: [{host: "127.0.0.1:${upstream.port}"}]}]}]}]}`
+      ])
+      const inflight = fetch(`http://127.0.0.1:${port}/slow?ms=10000`).then(
+        (res) => res.text().then(() => "answered", () => "cut"),
+        () => "cut"
+      )
+      await new Promise((r) => setTimeout(r, 150))
+      const start = Date.now()
+      gw.child.kill("SIGTERM")
+      expect(await gw.exited).toBe(0)
+      // The deadline, not the 10 s the upstream would take.
+      expect(Date.now() - start).toBeLessThan(3000)
+      expect(await inflight).toBe("cut")
+    } finally {
+      await upstream.close()
+    }
+  })
 })
