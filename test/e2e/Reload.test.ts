@@ -56,6 +56,41 @@ const setup = async (initial: (port: number) => string) => {
 }
 
 describe("hot reload", () => {
+  it("applies files saved by rename, again and again (editors)", async () => {
+    const { file, port, body } = await setup((p) => routeConfig(p, "one"))
+    expect(await body()).toBe("one")
+    // An editor's save: write a temporary file beside it, rename it over the config (new inode).
+    for (const version of ["renamed-1", "renamed-2"]) {
+      await fs.writeFile(`${file}.tmp`, routeConfig(port, version))
+      await fs.rename(`${file}.tmp`, file)
+      await waitFor(async () => (await body()) === version)
+    }
+  })
+
+  it("follows a Kubernetes ConfigMap update: the ..data symlink swapped to a new directory", async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "agw-configmap-"))
+    const port = await freePort()
+    // The kubelet's layout: config.yaml -> ..data/config.yaml, ..data -> ..<timestamp>/
+    await fs.mkdir(path.join(dir, "..v1"))
+    await fs.writeFile(path.join(dir, "..v1", "config.yaml"), routeConfig(port, "v1"))
+    await fs.symlink("..v1", path.join(dir, "..data"))
+    await fs.symlink(path.join("..data", "config.yaml"), path.join(dir, "config.yaml"))
+    const gw = await startGateway("", { file: path.join(dir, "config.yaml") })
+    cleanup.push(async () => {
+      await gw.stop()
+      await fs.rm(dir, { recursive: true, force: true })
+    })
+    const body = async () => (await fetch(gw.url(port, "/"))).text()
+    expect(await body()).toBe("v1")
+    for (const version of ["v2", "v3"]) {
+      await fs.mkdir(path.join(dir, `..${version}`))
+      await fs.writeFile(path.join(dir, `..${version}`, "config.yaml"), routeConfig(port, version))
+      await fs.symlink(`..${version}`, path.join(dir, "..data_tmp"))
+      await fs.rename(path.join(dir, "..data_tmp"), path.join(dir, "..data"))
+      await waitFor(async () => (await body()) === version)
+    }
+  })
+
   it("applies a changed file", async () => {
     const { file, port, body } = await setup((p) => routeConfig(p, "one"))
     expect(await body()).toBe("one")
