@@ -4,19 +4,10 @@
  */
 import { describe, expect, it } from "vitest"
 import { normalizePath } from "../../src/routing/Path.ts"
+import { prng } from "../support/Prng.ts"
 
 const ALPHABET = ["/", "/", "/", ".", ".", "a", "b", "%2e", "%2E", "%2f", "%5c", "%41", "%7e", "%", "%zz", "~", "-", "_", ";", "=", "%20", "\\", "..", "./"]
 
-/** xorshift32: a tiny deterministic generator. */
-const prng = (seed: number) => {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>> 0) / 4294967296
-  }
-}
 
 const CORPUS = [
   "/..",
