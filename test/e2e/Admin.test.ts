@@ -6,6 +6,7 @@
 import { Effect } from "effect"
 import * as crypto from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { send } from "../support/Client.ts"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 
 const SESSION_KEY = crypto.randomBytes(32).toString("hex")
@@ -348,19 +349,10 @@ describe("reload failures", () => {
 })
 
 describe("requests a web page could make", () => {
-  /** A raw request, so `Host`, `Origin` and `Sec-Fetch-Site` are exactly what a browser would send. */
+  /** `Host`, `Origin` and `Sec-Fetch-Site` exactly as a browser would send them (fetch would not let us set Host). */
   const raw = async (method: string, path: string, headers: Record<string, string>) => {
-    const http = await import("node:http")
-    return new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = http.request({ host: "127.0.0.1", port: gw.ports.admin, method, path, headers }, (res) => {
-        let body = ""
-        res.setEncoding("utf8")
-        res.on("data", (c: string) => (body += c))
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }))
-      })
-      req.on("error", reject)
-      req.end()
-    })
+    const { status, body } = await send(gw.ports.admin!, method, path, headers)
+    return { status, body }
   }
   const own = () => `127.0.0.1:${gw.ports.admin}`
 

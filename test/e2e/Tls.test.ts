@@ -107,15 +107,10 @@ binds:
   })
 })
 
-describe("frontendPolicies.tls.handshakeTimeout", () => {
-  it("closes a connection that never completes its TLS handshake", async () => {
-    const net = await import("node:net")
-    const port = await freePort()
-    const quick = await startGateway(
-      `
-frontendPolicies:
-  tls: {handshakeTimeout: 300ms}
-binds:
+/** A gateway with one HTTPS listener answering 200 "ok", and `settings` (top-level YAML) before it. */
+const oneHttpsListener = (port: number, settings: string) =>
+  startGateway(
+    `${settings}binds:
 - port: $PORT
   listeners:
   - protocol: HTTPS
@@ -123,8 +118,14 @@ binds:
     routes:
     - policies: {directResponse: {status: 200, body: "ok"}}
 `,
-      { vars: { PORT: port, DIR: dir } }
-    )
+    { vars: { PORT: port, DIR: dir } }
+  )
+
+describe("frontendPolicies.tls.handshakeTimeout", () => {
+  it("closes a connection that never completes its TLS handshake", async () => {
+    const net = await import("node:net")
+    const port = await freePort()
+    const quick = await oneHttpsListener(port, "frontendPolicies:\n  tls: {handshakeTimeout: 300ms}\n")
     try {
       // A client that connects and then says nothing (a slowloris of the handshake).
       const closedAfter = await new Promise<number>((resolve, reject) => {
@@ -150,20 +151,7 @@ describe("draining an HTTPS listener", () => {
   it("does not wait past its deadline for a connection that never finished its handshake", async () => {
     const net = await import("node:net")
     const port = await freePort()
-    const running = await startGateway(
-      `
-config:
-  connectionTerminationDeadline: 300ms
-binds:
-- port: $PORT
-  listeners:
-  - protocol: HTTPS
-    tls: {cert: $DIR/server.pem, key: $DIR/server.key}
-    routes:
-    - policies: {directResponse: {status: 200, body: "ok"}}
-`,
-      { vars: { PORT: port, DIR: dir } }
-    )
+    const running = await oneHttpsListener(port, "config:\n  connectionTerminationDeadline: 300ms\n")
     // Connected, silent: still within the 15 s handshake timeout when the gateway stops.
     const socket = net.connect(port, "127.0.0.1")
     socket.on("error", () => {})
