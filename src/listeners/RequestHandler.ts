@@ -44,6 +44,12 @@ export interface HandlerEnv {
   readonly telemetry: () => Telemetry.Telemetry
 }
 
+/**
+ * Longest request target accepted (security.md §5 #7, nginx's 8k): longer is 414. The whole
+ * head is still bounded at 16 KiB by the parser (431).
+ */
+export const MAX_TARGET_LENGTH = 8 * 1024
+
 /** Reads the raw header list once: lower-cased map, plus the checks Node does not make. */
 interface ReadHeaders {
   /** End-to-end headers: hop-by-hop ones (and those `Connection` names) left out. */
@@ -148,7 +154,7 @@ const reject = (
   detail: string,
   close: boolean
 ) => {
-  const body = status === 431 ? "request header fields too large" : "invalid request"
+  const body = status === 431 ? "request header fields too large" : status === 414 ? "uri too long" : "invalid request"
   res.writeHead(status, { "content-type": "text/plain", "content-length": Buffer.byteLength(body), ...(close ? { connection: "close" } : {}) })
   res.end(body)
   if (close) res.once("finish", () => res.socket?.destroySoon())
@@ -269,6 +275,9 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     if (req.httpVersion === "1.0" && req.headers["transfer-encoding"] !== undefined) {
       // RFC 9112 §6.1: Transfer-Encoding on HTTP/1.0 means the framing cannot be trusted.
       return reject(env, port, req, res, startTime, 400, "transfer-encoding on HTTP/1.0", true)
+    }
+    if (req.url !== undefined && req.url.length > MAX_TARGET_LENGTH) {
+      return reject(env, port, req, res, startTime, 414, "request target too long", true)
     }
     const read = readHeaders(req.rawHeaders, env.maxHeaders())
     if (typeof read === "number") {

@@ -243,6 +243,18 @@ describe("bad input the HTTP parser lets through", () => {
     expect((await rawRequest(port, `GET /api HTTP/1.1\r\nHost: a\r\n${big}\r\n`)).status).toBe(431)
   })
 
+  it("a request target over 8 KiB → 414 `uri too long`, nothing sent upstream; 8 KiB exactly is served", async () => {
+    const before = upstream.received.length
+    const long = await rawRequest(port, `GET /api/${"a".repeat(9 * 1024)} HTTP/1.1\r\nHost: a\r\n\r\n`)
+    expect(long.status).toBe(414)
+    expect(long.body).toBe("uri too long")
+    expect(upstream.received.length).toBe(before)
+    const target = `/api/${"b".repeat(8 * 1024 - 5)}`
+    expect(target.length).toBe(8 * 1024)
+    const fits = await rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`)
+    expect(fits.status).toBe(200)
+  })
+
   it("a malformed request line gets 400 from the parser and the process stays up", async () => {
     expect((await rawRequest(port, `GARBAGE\r\n\r\n`)).status).toBe(400)
     expect((await fetch(gw.url(port, "/direct"))).status).toBe(201)
