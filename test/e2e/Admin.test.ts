@@ -379,3 +379,32 @@ describe("requests a web page could make", () => {
     expect((await fetch(gw.url(port, "/open"))).status).toBe(200)
   })
 })
+
+/** This machine's first non-loopback IPv4 address, if it has one. */
+const externalAddress = async (): Promise<string | undefined> => {
+  const os = await import("node:os")
+  return Object.values(os.networkInterfaces()).flat().find((i) => i !== undefined && !i.internal && i.family === "IPv4")?.address
+}
+
+describe("an admin address exposed on purpose (adminAddr 0.0.0.0)", async () => {
+  const external = await externalAddress()
+  // Needs an interface other than loopback to be a peer that is not loopback (build and CI machines have eth0).
+  it.runIf(external !== undefined)("serves reads to other peers, but changes to the process only to loopback ones", async () => {
+    const running = await startGateway("binds: []\n", { vars: { ADMIN_ADDR: "0.0.0.0:0" } })
+    try {
+      const adminPort = running.ports.admin!
+      const read = await send(adminPort, "GET", "/config_dump", {}, { host: external! })
+      expect(read.status).toBe(200)
+      const quit = await send(adminPort, "POST", "/quitquitquit", {}, { host: external! })
+      expect(quit).toEqual(expect.objectContaining({ status: 403, body: "forbidden: loopback only\n" }))
+      const level = await send(adminPort, "POST", "/logging?level=debug", {}, { host: external! })
+      expect(level.status).toBe(403)
+      const local = await send(adminPort, "POST", "/logging?level=debug", {})
+      expect(local.body).toBe("current log level is debug\n")
+      // The refused /quitquitquit did nothing: the admin server still answers.
+      expect((await send(adminPort, "GET", "/healthz/ready", {})).status).toBe(200)
+    } finally {
+      await running.stop()
+    }
+  })
+})
