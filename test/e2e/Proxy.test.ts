@@ -298,6 +298,26 @@ describe("request smuggling and header tricks (security.md §5 #1, #2, #15)", ()
     })
   }
 
+  it("a GET with a body: exactly Content-Length bytes go upstream, and the next pipelined request stays its own", async () => {
+    const net = await import("node:net")
+    const before = upstream.received.length
+    const raw = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, "127.0.0.1")
+      let data = ""
+      socket.setEncoding("latin1")
+      socket.on("data", (c: string) => (data += c))
+      socket.on("close", () => resolve(data))
+      socket.on("error", reject)
+      socket.write("GET /api/first HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /api/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    })
+    expect(raw.match(/^HTTP\/1\.1 200/gm)).toHaveLength(2)
+    const seen = upstream.received.slice(before)
+    expect(seen.map((r) => r.url)).toEqual(["/api/first", "/api/second"])
+    expect(seen[0]!.headers["content-length"]).toBe("5")
+    expect(raw).toContain(`"body":"hello"`)
+    expect(seen[1]!.headers["content-length"]).toBeUndefined()
+  })
+
   it("prototype-named headers: __proto__ is refused (underscore), constructor & co. are plain headers", async () => {
     const proto = await rawRequest(port, "GET /api/p HTTP/1.1\r\nHost: a\r\n__proto__: x\r\nConnection: close\r\n\r\n")
     expect(proto.status).toBe(400)
