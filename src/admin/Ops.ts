@@ -6,7 +6,7 @@
  * The admin server is loopback-only unless `adminAddr`/`ADMIN_ADDR` names another address
  * explicitly; even then the endpoints that change the process (`POST /logging`,
  * `POST /quitquitquit`) answer only loopback peers. Requests a browser page of another site
- * could make (a `Host` that is not loopback on a loopback bind, a cross-origin POST) get 403.
+ * could make (a `Host` that is not loopback on a loopback connection, a cross-origin POST) get 403.
  *
  * @since 0.1.0
  */
@@ -19,6 +19,8 @@ import { ConfigError } from "../config/ConfigError.ts"
 import type * as Ir from "../ir/Ir.ts"
 import * as LogLevel from "../observability/LogLevel.ts"
 import * as Prometheus from "../observability/Prometheus.ts"
+import * as Csrf from "../policies/Csrf.ts"
+import * as Authority from "../shared/Authority.ts"
 import * as Address from "./Address.ts"
 import * as CelPlayground from "./CelPlayground.ts"
 
@@ -58,20 +60,23 @@ export interface ServeOptions {
  * sent it; undefined when it is not. A page on any site can make the browser send simple
  * requests to `localhost:15000` (a POST to `/quitquitquit` needs no CORS preflight), and with
  * DNS rebinding it can read the answers too, under its own host name (security.md §2.2, the
- * MCP Inspector case). So, on a loopback bind, `Host` must name loopback; and a request that
- * changes something must not come from another origin (`Origin`, `Sec-Fetch-Site`). curl and
- * other non-browser clients send neither header and are unaffected. An admin address bound
- * elsewhere on purpose keeps any `Host` (its names are the operator's).
+ * MCP Inspector case). So a connection that arrived on a loopback address must name loopback
+ * in `Host` (whatever address the server listens on: `0.0.0.0` takes loopback connections too),
+ * and a request that changes something must not come from another origin (`Sec-Fetch-Site`,
+ * `Origin`: the `csrf` policy's rules). curl and scripts send no `Origin`; a request without
+ * `Host` (HTTP/1.0) is no browser's. A connection to another address keeps any `Host`: its
+ * names are the operator's.
  */
-export const browserRefusal = (req: http.IncomingMessage, loopbackBound: boolean): string | undefined => {
+export const browserRefusal = (req: http.IncomingMessage): string | undefined => {
   const host = req.headers.host
-  if (loopbackBound && (host === undefined || !Address.namesLoopbackAuthority(host))) return "forbidden: host not allowed\n"
+  if (host !== undefined && Address.isLoopback(req.socket.localAddress ?? "") && !Authority.isLocal(host)) return "forbidden: host not allowed\n"
   if (req.method === "GET" || req.method === "HEAD") return undefined
   const site = req.headers["sec-fetch-site"]
   if (site !== undefined && site !== "same-origin" && site !== "none") return "forbidden: cross-origin request\n"
   const origin = req.headers.origin
-  if (origin !== undefined && (host === undefined || !Address.sameAuthority(origin, host))) return "forbidden: cross-origin request\n"
-  return undefined
+  if (origin === undefined) return undefined
+  const from = Csrf.canonicalOrigin(origin)
+  return from !== undefined && host !== undefined && from === Csrf.canonicalOrigin(`http://${host}`) ? undefined : "forbidden: cross-origin request\n"
 }
 
 /** Opens one ops server, or nothing for `off`; the server closes with the enclosing Scope. */
@@ -80,10 +85,9 @@ export const serve = (name: string, address: string, routes: Record<string, Rout
     const parsed = Address.parse(address)
     if ("error" in parsed) return yield* Effect.fail(new ConfigError({ issues: [{ path: `config.${name}`, message: parsed.error }] }))
     if (parsed._tag === "Off") return undefined
-    let loopbackBound = false
     const server = http.createServer({ headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => {
       if (options.requireLoopback === true) {
-        const refusal = browserRefusal(req, loopbackBound)
+        const refusal = browserRefusal(req)
         if (refusal !== undefined) return text(res, 403, refusal)
       }
       const path = (req.url ?? "/").split("?")[0]!
@@ -110,7 +114,6 @@ export const serve = (name: string, address: string, routes: Record<string, Rout
       }))
     )
     const bound = server.address()
-    loopbackBound = typeof bound === "object" && bound !== null && Address.isLoopback(bound.address)
     if (options.requireLoopback === true && typeof bound === "object" && bound !== null) {
       const refusal = Address.checkAdminBind(parsed.host, bound.address)
       if (refusal !== undefined) {

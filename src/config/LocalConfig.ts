@@ -34,6 +34,7 @@ import * as RemoteRateLimit from "../policies/RemoteRateLimit.ts"
 import * as RequestRedirect from "../policies/RequestRedirect.ts"
 import * as UrlRewrite from "../policies/UrlRewrite.ts"
 import { DurationString, exactlyOneOf, opt, RegexString, req, unsupported } from "./Fields.ts"
+import * as Duration from "./Duration.ts"
 
 const Str = Schema.String
 const Int = Schema.Int
@@ -489,7 +490,10 @@ export const FrontendHttp = Schema.Struct({
 })
 
 export const FrontendTls = Schema.Struct({
-  handshakeTimeout: opt(DurationString, "Maximum time a client has to complete the TLS handshake; the connection is closed after it. Default: 15s."),
+  handshakeTimeout: opt(
+    DurationString.check(Schema.makeFilter((s: string) => Duration.parseMillis(s) > 0 || "must be longer than 0s (Node would read 0 as its own 120 s default)")),
+    "Maximum time a client has to complete the TLS handshake; the connection is closed after it. Default: 15s."
+  ),
   alpn: unsupported("frontendPolicies.tls.alpn"),
   minVersion: unsupported("frontendPolicies.tls.minVersion"),
   maxVersion: unsupported("frontendPolicies.tls.maxVersion"),

@@ -10,15 +10,13 @@
  */
 import type { ProxyRequest } from "../pipeline/RequestContext.ts"
 import { ProxyResponse } from "../pipeline/ProxyResponse.ts"
+import * as Authority from "../shared/Authority.ts"
 import * as Headers from "../shared/headers.ts"
 
 export const REBINDING_MESSAGE = "MCP DNS rebinding protection: Host/Origin must be localhost, 127.0.0.1, or [::1]"
 export const INVALID_ORIGIN_MESSAGE = "invalid Origin header"
 
 const LOCAL_HOSTS: ReadonlySet<string> = new Set(["localhost", "127.0.0.1", "[::1]"])
-
-/** `host[:port]` exactly, so `[::1].evil.example` or `localhost@evil` never pass. */
-const LOCAL_AUTHORITY = /^(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/i
 
 /** The origin's host when it is one serialized http(s) origin (`scheme://host[:port]`), else undefined. */
 const originHost = (origin: string): string | undefined => {
@@ -40,7 +38,7 @@ const forbidden = (message: string) => {
 
 /** A 403 response when the request must not reach the MCP frontend, else undefined. */
 export const check = (ctx: ProxyRequest, dnsRebindingProtection: boolean): ProxyResponse | undefined => {
-  if (dnsRebindingProtection && !LOCAL_AUTHORITY.test(ctx.authority)) return forbidden(REBINDING_MESSAGE)
+  if (dnsRebindingProtection && !Authority.isLocal(ctx.authority)) return forbidden(REBINDING_MESSAGE)
   const origin = ctx.headers["origin"]
   if (origin === undefined) return undefined
   // Origin is a singleton header: two values are refused rather than one of them checked.

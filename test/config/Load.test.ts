@@ -64,6 +64,14 @@ describe("config errors", () => {
     expect(messages("binds: []\nbinds: []\n")[0]).toMatch(/^config\.yaml:2:1 .*[Mm]ap keys must be unique/)
   })
 
+  it("frontendPolicies.tls: handshakeTimeout must be positive; the fields not implemented are refused by name", () => {
+    expect(messages("frontendPolicies:\n  tls: {handshakeTimeout: 0s}\nbinds: []\n")).toEqual([
+      "config.yaml:2:27 frontendPolicies.tls.handshakeTimeout: must be longer than 0s (Node would read 0 as its own 120 s default)"
+    ])
+    expect(messages("frontendPolicies:\n  tls: {alpn: [[104, 50]]}\nbinds: []\n")[0]).toContain("frontendPolicies.tls.alpn is not supported yet")
+    expect(Exit.isSuccess(Effect.runSyncExit(loadIr("frontendPolicies:\n  tls: {handshakeTimeout: 5s}\nbinds: []\n", "config.yaml", env({}))))).toBe(true)
+  })
+
   it("every error is reported at once", () => {
     expect(messages("binds:\n- port: abc\n  listeners: []\n  bogus: 1\n")).toHaveLength(2)
   })

@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import * as crypto from "node:crypto"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { send } from "../support/Client.ts"
+import { rawRequest } from "../support/RawHttp.ts"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 
 const SESSION_KEY = crypto.randomBytes(32).toString("hex")
@@ -372,6 +373,8 @@ describe("requests a web page could make", () => {
     const otherPort = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://127.0.0.1:${gw.ports.admin! + 1}` })
     expect(otherPort.status).toBe(403)
     expect(await (await admin("/logging")).text()).toBe("current log level is info\n")
+    expect((await raw("POST", "/logging?level=debug", { host: own(), origin: "null" })).status).toBe(403)
+    expect((await raw("HEAD", "/config_dump", { host: own(), origin: "https://attacker.example" })).status).toBe(200)
     const sameOrigin = await raw("POST", "/logging?level=debug", { host: own(), origin: `http://${own()}`, "sec-fetch-site": "same-origin" })
     expect(sameOrigin).toEqual({ status: 200, body: "current log level is debug\n" })
     expect((await raw("POST", "/logging?reset", { host: own() })).body).toBe("current log level is info\n")
@@ -401,6 +404,14 @@ describe("an admin address exposed on purpose (adminAddr 0.0.0.0)", async () => 
       expect(level.status).toBe(403)
       const local = await send(adminPort, "POST", "/logging?level=debug", {})
       expect(local.body).toBe("current log level is debug\n")
+      // DNS rebinding still arrives over loopback, naming the attacker's host: refused on this bind too.
+      const rebound = await send(adminPort, "POST", "/quitquitquit", { host: `attacker.example:${adminPort}`, origin: `http://attacker.example:${adminPort}` })
+      expect(rebound).toEqual(expect.objectContaining({ status: 403, body: "forbidden: host not allowed\n" }))
+      expect((await send(adminPort, "GET", "/config_dump", { host: `attacker.example:${adminPort}` })).status).toBe(403)
+      // Over the interface address, any Host (the operator's names).
+      expect((await send(adminPort, "GET", "/config_dump", { host: `gateway.internal:${adminPort}` }, { host: external! })).status).toBe(200)
+      // No Host at all (HTTP/1.0): not a browser.
+      expect((await rawRequest(adminPort, "GET /healthz/ready HTTP/1.0\r\n\r\n")).status).toBe(200)
       // The refused /quitquitquit did nothing: the admin server still answers.
       expect((await send(adminPort, "GET", "/healthz/ready", {})).status).toBe(200)
     } finally {

@@ -255,6 +255,25 @@ describe("bad input the HTTP parser lets through", () => {
     expect(fits.status).toBe(200)
   })
 
+  it("a bad pipelined request while a response streams cuts the connection instead of writing a 400 into the body", async () => {
+    const net = await import("node:net")
+    const data = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(port, "127.0.0.1")
+      let received = ""
+      socket.setEncoding("latin1")
+      socket.on("data", (c: string) => {
+        received += c
+        // Once the streamed response has begun, a broken second request follows on the same connection.
+        if (received.includes("\r\n\r\n") && !socket.destroyed && socket.writable) socket.write("\x01junk\r\n\r\n")
+      })
+      socket.on("close", () => resolve(received))
+      socket.on("error", reject)
+      socket.write("GET /api/stream?chunks=20&ms=50 HTTP/1.1\r\nHost: a\r\n\r\n")
+    })
+    expect(data).toMatch(/^HTTP\/1\.1 200/)
+    expect(data).not.toContain("400 Bad Request")
+  })
+
   it("a malformed request line gets 400 from the parser and the process stays up", async () => {
     expect((await rawRequest(port, `GARBAGE\r\n\r\n`)).status).toBe(400)
     expect((await fetch(gw.url(port, "/direct"))).status).toBe(201)
