@@ -5,7 +5,7 @@
  * with the real depth of any value, and the JSON-RPC envelope parser never throws.
  */
 import { describe, expect, it } from "vitest"
-import { LineSplitter, type SseEvent, SseParser } from "../../src/mcp/EventStream.ts"
+import { LineSplitter, MAX_MESSAGE_BYTES, type SseEvent, SseParser } from "../../src/mcp/EventStream.ts"
 import * as McpSchema from "../../src/mcp/McpSchema.ts"
 import * as Json from "../../src/shared/Json.ts"
 import { prng } from "../support/Prng.ts"
@@ -137,5 +137,21 @@ describe("SseParser with a long event", () => {
     expect(parser.push("\n\r\n")).toBeUndefined()
     expect(events).toHaveLength(1)
     expect(events[0]!.data.length).toBe(8 * 1024 * 1024)
+  })
+})
+
+describe("SseParser bounds", () => {
+  it("refuses an event over MAX_MESSAGE_BYTES, whether one unfinished line or many data lines", () => {
+    const piece = "y".repeat(1024 * 1024)
+    const oneLine = new SseParser(() => {})
+    let error: string | undefined
+    oneLine.push("data: ")
+    for (let i = 0; error === undefined && i <= MAX_MESSAGE_BYTES / piece.length; i++) error = oneLine.push(piece)
+    expect(error).toBe("upstream event too large")
+
+    const manyLines = new SseParser(() => {})
+    error = undefined
+    for (let i = 0; error === undefined && i <= MAX_MESSAGE_BYTES / piece.length; i++) error = manyLines.push(`data: ${piece}\n`)
+    expect(error).toBe("upstream event too large")
   })
 })
