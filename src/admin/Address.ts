@@ -34,4 +34,3 @@ export const checkAdminBind = (configuredHost: string, boundAddress: string): st
   namesLoopback(configuredHost) && !isLoopback(boundAddress)
     ? `admin address "${configuredHost}" resolved to the non-loopback ${boundAddress}; name the address explicitly to expose the admin API`
     : undefined
-

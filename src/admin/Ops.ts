@@ -10,7 +10,6 @@
  *
  * @since 0.1.0
  */
-import * as Json from "../shared/Json.ts"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as http from "node:http"
@@ -21,6 +20,7 @@ import * as LogLevel from "../observability/LogLevel.ts"
 import * as Prometheus from "../observability/Prometheus.ts"
 import * as Csrf from "../policies/Csrf.ts"
 import * as Authority from "../shared/Authority.ts"
+import * as Json from "../shared/Json.ts"
 import * as Address from "./Address.ts"
 import * as CelPlayground from "./CelPlayground.ts"
 

@@ -172,12 +172,12 @@ export class ListenerSet {
       // no HTTP to speak: ending the socket politely would leave it half-open for as long as
       // the client likes.
       const code = error.code ?? ""
-      const http = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT"
+      const answerable = code.startsWith("HPE_") || code === "ERR_HTTP_REQUEST_TIMEOUT"
       // A response already under way on this connection (a pipelined request went bad while an
       // SSE stream was open): an answer now would land inside its body. Node's own handler checks
       // the same (`_httpMessage`, the response the socket is writing).
       const inFlight = (socket as net.Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true
-      if (!socket.writable || !http || inFlight) return socket.destroy()
+      if (!socket.writable || !answerable || inFlight) return socket.destroy()
       const status = code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : "400 Bad Request"
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
       // The answer is the last thing this connection carries, whether or not the client reads it.

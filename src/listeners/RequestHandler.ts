@@ -84,12 +84,7 @@ const readHeaders = (raw: ReadonlyArray<string>, max: number): ReadHeaders | 400
     if (name === "content-length" && value !== "0") hasBody = true
     Headers.append(headers, name, value)
   }
-  // `Connection: keep-alive` (or `close`) alone names no header: nothing to strip.
-  if (te !== undefined || (connection !== undefined && !Headers.namesNoHeader(connection))) {
-    if (connection !== undefined) headers["connection"] = connection
-    if (te !== undefined) headers["te"] = te
-    Headers.stripHopByHop(headers)
-  }
+  Headers.dropNominated(headers, connection, te)
   return { headers, hasBody }
 }
 

@@ -48,15 +48,13 @@ export const HOP_BY_HOP: ReadonlySet<string> = new Set([
   "upgrade"
 ])
 
+/** A `Connection` value that is only the `keep-alive` or `close` option: the usual case, naming no header. */
 const CONNECTION_OPTION = /^\s*(?:keep-alive|close)\s*$/i
-const NONE: Array<string> = []
-
-/** A `Connection` value that is only the `keep-alive` or `close` option (the usual case): it names no header. */
-export const namesNoHeader = (connection: HeaderValue): boolean => typeof connection === "string" && CONNECTION_OPTION.test(connection)
+const NONE: ReadonlyArray<string> = []
 
 /** Tokens of a `Connection` header that name other headers (not the `close`/`keep-alive` options). */
 const nominated = (connection: HeaderValue): ReadonlyArray<string> => {
-  if (namesNoHeader(connection)) return NONE
+  if (typeof connection === "string" && CONNECTION_OPTION.test(connection)) return NONE
   const out: Array<string> = []
   for (const token of (typeof connection === "string" ? connection : connection.join(",")).split(",")) {
     const name = token.trim().toLowerCase()
@@ -67,12 +65,12 @@ const nominated = (connection: HeaderValue): ReadonlyArray<string> => {
 
 const keepsTrailers = (te: HeaderValue): boolean => (typeof te === "string" ? te : te.join(",")).toLowerCase().includes("trailers")
 
-/** Removes, in place, what `stripHopByHop` would not have copied. */
-export const stripHopByHop = (headers: HeaderMap): void => {
-  const connection = headers["connection"]
+/**
+ * Completes, in place, a map built without the hop-by-hop names: removes the headers the
+ * `Connection` value names, and lets `te: trailers` through (the one TE value allowed on).
+ */
+export const dropNominated = (headers: HeaderMap, connection: HeaderValue | undefined, te?: HeaderValue): void => {
   if (connection !== undefined) for (const name of nominated(connection)) delete headers[name]
-  const te = headers["te"]
-  for (const name of HOP_BY_HOP) if (name in headers) delete headers[name]
   if (te !== undefined && keepsTrailers(te)) headers["te"] = "trailers"
 }
 
@@ -89,6 +87,6 @@ export const copyEndToEnd = (source: Record<string, string | ReadonlyArray<strin
     }
     out[name] = typeof value === "string" ? value : [...value]
   }
-  if (connection !== undefined) for (const name of nominated(connection)) delete out[name]
+  dropNominated(out, connection)
   return out
 }

@@ -9,6 +9,7 @@ import * as http from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { fixture } from "../support/mcp/Peers.ts"
+import { INIT } from "../support/mcp/Raw.ts"
 
 const ISSUER = "https://idp.example"
 const keys = await generateKeyPair("ES256")
@@ -16,7 +17,6 @@ const JWKS = JSON.stringify({ keys: [{ ...(await exportJWK(keys.publicKey)), kid
 const tokenFor = (sub: string) =>
   new SignJWT({ iss: ISSUER, sub, exp: Math.floor(Date.now() / 1000) + 600 }).setProtectedHeader({ alg: "ES256", kid: "k" }).sign(keys.privateKey)
 
-const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "raw", version: "0" } } }
 const CALL = { jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "echo", arguments: { text: "hi" } } }
 const NO_TOKEN = "authentication failure: no bearer token found"
 

@@ -9,6 +9,7 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { INIT, post } from "../support/mcp/Raw.ts"
 
 describe("legacy SSE target naming an endpoint on another origin", () => {
   let target: http.Server
@@ -60,11 +61,7 @@ binds:
   })
 
   it("the session does not open and no message is sent to the other origin", async () => {
-    const res = await fetch(gw.url(port, "/mcp"), {
-      method: "POST",
-      headers: { accept: "application/json, text/event-stream", "content-type": "application/json", authorization: "Bearer client-token" },
-      body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } })
-    })
+    const res = await post(gw.url(port, "/mcp"), INIT, { authorization: "Bearer client-token" })
     const text = await res.text()
     expect(res.headers.get("mcp-session-id")).toBeNull()
     expect(text).toContain("endpoint is not on the target's origin")

@@ -8,6 +8,7 @@ import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 import { startQuickstart } from "../support/Quickstart.ts"
 import { everything } from "../support/mcp/Peers.ts"
+import { INIT, post } from "../support/mcp/Raw.ts"
 
 
 describe("MCP over stdio (server-everything)", () => {
@@ -143,28 +144,18 @@ binds:
     await gw.stop()
   })
 
-  const post = (body: string, session?: string) =>
-    fetch(gw.url(port, "/mcp"), {
-      method: "POST",
-      headers: {
-        accept: "application/json, text/event-stream",
-        "content-type": "application/json",
-        "mcp-protocol-version": "2025-06-18",
-        ...(session === undefined ? {} : { "mcp-session-id": session })
-      },
-      body
-    })
+  const call = (body: unknown, session: string) => post(gw.url(port, "/mcp"), body, { "mcp-protocol-version": "2025-06-18", "mcp-session-id": session })
 
   it("are refused with 413 before any parsing, and the session lives on", async () => {
-    const init = await post(JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }))
+    const init = await post(gw.url(port, "/mcp"), INIT)
     expect(init.status).toBe(200)
     const session = init.headers.get("mcp-session-id")!
     await init.text()
     const big = JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "echo", arguments: { message: "x".repeat(4096) } } })
-    const refused = await post(big, session)
+    const refused = await call(big, session)
     expect(refused.status).toBe(413)
     expect(await refused.text()).toBe("request body too large")
-    const small = await post(JSON.stringify({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "echo", arguments: { message: "fits" } } }), session)
+    const small = await call({ jsonrpc: "2.0", id: 3, method: "tools/call", params: { name: "echo", arguments: { message: "fits" } } }, session)
     expect(small.status).toBe(200)
     expect(await small.text()).toContain("Echo: fits")
   })

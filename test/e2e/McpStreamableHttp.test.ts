@@ -11,16 +11,12 @@ import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 import { alive, fixture, waitFor } from "../support/mcp/Peers.ts"
 import { readFloodSlowly } from "../support/mcp/SlowReader.ts"
+import { BOTH, INIT, post } from "../support/mcp/Raw.ts"
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "agw-mcp-"))
 
 
 
-const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "c", version: "0" } } }
-const BOTH = "application/json, text/event-stream"
-
-const post = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-  fetch(url, { method: "POST", headers: { accept: BOTH, "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) })
 
 /** A JSON-RPC message as the tests read it. */
 interface Rpc {
