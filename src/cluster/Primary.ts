@@ -31,8 +31,6 @@ import * as Semaphore from "effect/Semaphore"
 import cluster, { type Worker } from "node:cluster"
 import * as crypto from "node:crypto"
 import type * as http from "node:http"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as Ops from "../admin/Ops.ts"
 import { UpstreamPools } from "../backends/Pools.ts"
 import { ConfigError } from "../config/ConfigError.ts"
@@ -48,6 +46,7 @@ import * as Snapshot from "../state/Snapshot.ts"
 import { VERSION } from "../Version.ts"
 import * as MetricsMerge from "./MetricsMerge.ts"
 import * as Protocol from "./Protocol.ts"
+import { WORKER_ENV } from "./WorkerEnv.ts"
 
 /** First wait before forking a crashed worker again. */
 export const RESTART_BACKOFF_INITIAL_MS = 100
@@ -79,12 +78,6 @@ const workerRestarts = Metric.counter("agentgateway_worker_restarts_total", {
   description: "Worker processes forked again after exiting unasked.",
   incremental: true
 })
-
-/** The worker entry point next to this file, in whichever form runs (src/*.ts or dist/*.js). */
-const WORKER_MAIN = (() => {
-  const self = fileURLToPath(import.meta.url)
-  return path.join(path.dirname(self), `WorkerMain${path.extname(self)}`)
-})()
 
 export interface Options {
   /** The config text the process started with, and what errors call its source. */
@@ -133,6 +126,7 @@ export const run = (options: Options) =>
       const generatedKey = options.env("SESSION_KEY") === undefined ? crypto.randomBytes(32).toString("hex") : undefined
       const env: Env.Lookup = (name) => (name === "SESSION_KEY" && generatedKey !== undefined ? generatedKey : options.env(name))
       const workerEnv: Record<string, string> = {
+        [WORKER_ENV]: "1",
         ADMIN_ADDR: "off",
         STATS_ADDR: "off",
         READINESS_ADDR: "off",
@@ -314,7 +308,9 @@ export const run = (options: Options) =>
       // Start: every worker on the validated config; any that cannot start fails the start.
       yield* Effect.addFinalizer(() => stopWorkers())
       cluster.schedulingPolicy = cluster.SCHED_RR
-      cluster.setupPrimary({ exec: WORKER_MAIN, args: [], serialization: "advanced" })
+      // Workers run the file this process was started with (cluster's default `exec`): main.ts,
+      // which starts them as workers by WORKER_ENV.
+      cluster.setupPrimary({ args: [], serialization: "advanced" })
       const firstErrors = yield* Effect.promise(() => Promise.all(slots.map((s) => fork(s).then((e) => [s, e] as const))))
       const failedStart = firstErrors.flatMap(([s, e]) => (e === null ? [] : [[s, e] as const]))
       if (failedStart.length > 0) {

@@ -267,7 +267,7 @@ describe("the gateway started from the ConfigMap", () => {
 })
 
 describe("deploy/Dockerfile", () => {
-  const pkg: { readonly bin: Record<string, string> } = JSON.parse(read("package.json"))
+  const pkg: { readonly bin: Record<string, string>; readonly scripts: Record<string, string> } = JSON.parse(read("package.json"))
 
   it("every stage is Node 24", () => {
     expect(stages.length).toBeGreaterThanOrEqual(2)
@@ -294,8 +294,10 @@ describe("deploy/Dockerfile", () => {
     const build: { readonly compilerOptions: { readonly outDir: string; readonly rootDir: string } } = JSON.parse(read("tsconfig.build.json"))
     const source = path.join(build.compilerOptions.rootDir, path.relative(build.compilerOptions.outDir, script)).replace(/\.js$/, ".ts")
     expect(fs.existsSync(path.join(ROOT, source))).toBe(true)
-    // The build stage compiles with that tsconfig, and the runtime copies its output directory.
-    const builder = stages.find((s) => instruction(s, "RUN").some((r) => r.includes("tsconfig.build.json")))
+    // The build stage runs the package's build (that tsconfig, then the bundle), and the runtime
+    // copies its output directory.
+    expect(pkg.scripts["build"]).toContain("tsconfig.build.json")
+    const builder = stages.find((s) => instruction(s, "RUN").some((r) => /^npm run build$/.test(r)))
     expect(builder).toBeDefined()
     expect(instruction(final, "COPY")).toContain(`--from=${builder!.name} /app/${build.compilerOptions.outDir} ./${build.compilerOptions.outDir}`)
     // `npm test` builds before testing: the file exists after a build.

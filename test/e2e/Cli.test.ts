@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import * as fs from "node:fs"
+import { isBuiltin } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
@@ -42,6 +43,14 @@ const serve = (args: ReadonlyArray<string>, stdin?: string) =>
 describe("agentgateway CLI", () => {
   it("is built", () => {
     expect(fs.existsSync(main), "dist/main.js is missing: run `npm run build` (npm test does)").toBe(true)
+  })
+
+  it("is one file: besides Node built-ins it imports only the packages scripts/bundle.ts keeps out", () => {
+    const text = fs.readFileSync(main, "utf8")
+    // Static and dynamic import specifiers of the bundle; its own modules are inside it.
+    const specifiers = new Set([...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*)"([^"]+)"/g)].map((m) => m[1]!))
+    const packages = [...specifiers].filter((s) => !isBuiltin(s)).map((s) => s.split("/").slice(0, s.startsWith("@") ? 2 : 1).join("/"))
+    expect([...new Set(packages)].sort()).toEqual(["@grpc/grpc-js", "aws4", "ioredis", "jose", "undici"])
   })
 
   it("--version prints JSON, -V a line", () => {
