@@ -130,7 +130,7 @@ const teardown = (exit: Exit.Exit<unknown, unknown>, onExit: (code: number) => v
 
 if (plan.value.workers > 1 && plan.value.text !== undefined) {
   // A primary supervising worker processes; it serves no traffic itself. Imported here only, so
-  // the single-process gateway never loads the cluster code.
+  // the single-process gateway never evaluates the cluster code.
   const Primary = await import("./cluster/Primary.ts")
   const primary = Primary.run({
     text: plan.value.text,

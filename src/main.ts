@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The process entry point, `node dist/main.js`: the `agentgateway` command (Cli.ts), or, in a
- * process the cluster primary forked, a worker (cluster/WorkerMain.ts). A worker runs this same
+ * process the cluster primary forked, a worker (cluster/Worker.ts). A worker runs this same
  * file, so one self-contained build of it (scripts/bundle.ts) serves both.
  *
  * @since 0.1.0
@@ -9,5 +9,5 @@
 import cluster from "node:cluster"
 import { WORKER_ENV } from "./cluster/WorkerEnv.ts"
 
-if (cluster.isWorker && process.env[WORKER_ENV] === "1") await import("./cluster/WorkerMain.ts")
+if (cluster.isWorker && process.env[WORKER_ENV] === "1") (await import("./cluster/Worker.ts")).run()
 else await import("./Cli.ts")
