@@ -9,6 +9,21 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
+      # package-lock.json is written without `resolved` URLs (npm's
+      # omit-lockfile-registry-resolved), and importNpmLock fetches what they name: every
+      # registry package gets its tarball's URL back from npm's registry layout
+      # (<name>/-/<name without scope>-<version>.tgz). test/Flake.test.ts evaluates this.
+      lib.lockWithUrls = lock: lock // {
+        packages = builtins.mapAttrs (path: entry:
+          if path == "" || entry ? resolved || entry ? link || entry ? inBundle || !(entry ? version) then entry
+          else
+            let
+              name = entry.name or (builtins.head (builtins.match ".*node_modules/(.+)" path));
+              base = builtins.elemAt (builtins.match "(@[^/]+/)?(.+)" name) 1;
+            in entry // { resolved = "https://registry.npmjs.org/${name}/-/${base}-${entry.version}.tgz"; })
+          lock.packages;
+      };
+
       packages = forAllSystems (pkgs:
         let nodejs = pkgs.nodejs_24; in {
           default = pkgs.buildNpmPackage {
@@ -16,9 +31,13 @@
             version = (builtins.fromJSON (builtins.readFile ./package.json)).version;
             src = ./.;
             inherit nodejs;
-            # Hash of the npm dependency closure. It cannot be computed offline; after changing
-            # package-lock.json run `nix build` once and paste the hash it reports here.
-            npmDepsHash = pkgs.lib.fakeHash;
+            # Each package is fetched on its own with the integrity hash package-lock.json
+            # records, so no hash of the whole closure has to be kept in step with the lock.
+            npmDeps = pkgs.importNpmLock {
+              npmRoot = ./.;
+              packageLock = self.lib.lockWithUrls (builtins.fromJSON (builtins.readFile ./package-lock.json));
+            };
+            npmConfigHook = pkgs.importNpmLock.npmConfigHook;
             # The `node` devDependency downloads a Node binary in preinstall; nixpkgs' nodejs_24
             # is used instead, so install scripts are skipped.
             npmFlags = [ "--ignore-scripts" ];

@@ -26,6 +26,8 @@
  *   BENCH_SCENARIOS          "get" or "post" to run one scenario only (default both)
  *   BENCH_GATEWAY_NODE_ARGS  extra node flags for the gateway, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
  *   BENCH_BASELINE_NODE_ARGS the same for the baseline proxy (to profile both the same way)
+ *   BENCH_GATEWAY_MAIN       the gateway command to run (default dist/main.js, the bundle); dist/Cli.js, the
+ *                            unbundled tsc output, gives CPU profiles readable names
  *   BENCH_REPEAT             repetitions with fresh baseline and gateway processes (default 1). Two processes of
  *                            the same program measure up to ~10-20% apart on a small VM, so one run's ratio moves
  *                            by ±0.1-0.3; with N > 1 a last table lists each run's ratio and judges their median

@@ -43,7 +43,11 @@ export const BASELINE_NODE_ARGS = (process.env["BENCH_BASELINE_NODE_ARGS"] ?? ""
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url))
 export const BENCH_DIR = fileURLToPath(new URL(".", import.meta.url))
-export const GATEWAY_MAIN = path.join(ROOT, "dist", "main.js")
+/**
+ * The gateway command the benches run: the bundle, or `BENCH_GATEWAY_MAIN` (relative to the
+ * project), e.g. `dist/Cli.js`, the unbundled tsc output, for CPU profiles with readable names.
+ */
+export const GATEWAY_MAIN = path.resolve(ROOT, process.env["BENCH_GATEWAY_MAIN"] ?? path.join("dist", "main.js"))
 /** The pinned Node 24 (the `node` npm package); the system node may be older. */
 export const NODE_BIN = existsSync(path.join(ROOT, "node_modules", ".bin", "node"))
   ? path.join(ROOT, "node_modules", ".bin", "node")
