@@ -37,15 +37,27 @@
  * cluster workers), same load, ABBA slots, req/s and latency per scenario. CPU per request is not
  * reported there (the primary's pid does not account for its workers). Throughput only scales
  * with cores the load generator and the upstream leave free: on a 2-core machine expect little.
+ *
+ * `node bench/http.ts --compare` judges a change: two gateways, A (dist/main.js as usual) and B
+ * (`BENCH_B_MAIN`, e.g. another worktree's dist/main.js, relative to the project, and/or
+ * `BENCH_B_NODE_ARGS`, e.g. "--max-semi-space-size=8", which replace BENCH_GATEWAY_NODE_ARGS for
+ * B), and the baseline, in the same ABBA slots of one run (BENCH_REPEAT
+ * runs with fresh processes). Runs measured apart differ by more than most changes do here;
+ * within a run B/A and B − A per slot pair are steady. Prints CPU µs/req, B/A, the per-round
+ * B − A and the peak RSS of each.
  */
 import type { ChildProcess } from "node:child_process"
 import * as os from "node:os"
+import * as path from "node:path"
 import { parseArgs } from "node:util"
 import { setTimeout as sleep } from "node:timers/promises"
 import {
   alive,
   CONNECTIONS,
   context,
+  GATEWAY_MAIN,
+  GATEWAY_NODE_ARGS,
+  type GatewayVariant,
   fixed,
   forkServer,
   grouped,
@@ -54,6 +66,7 @@ import {
   type Memory,
   memory,
   mib,
+  pairedDifference,
   pidOf,
   printHeader,
   type Proxy,
@@ -62,6 +75,7 @@ import {
   ratioSummary,
   ratioText,
   REPEAT,
+  ROOT,
   runMain,
   runScenario,
   type Scenario,
@@ -283,7 +297,7 @@ const main = async (): Promise<void> => {
 // --workers N: throughput with 1 and N workers
 
 const WORKERS = (() => {
-  const raw = parseArgs({ options: { workers: { type: "string" } }, strict: true }).values.workers
+  const raw = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values.workers
   if (raw === undefined) return undefined
   const n = Number(raw)
   if (!Number.isInteger(n) || n < 2) throw new Error(`--workers must be an integer >= 2, got ${raw}`)
@@ -335,4 +349,65 @@ const mainWorkers = async (workers: number): Promise<void> => {
   process.stdout.write(`\nThe "CPU µs/req" lines above count the ${workers}-worker gateway's primary only; ignore them for it.\n`)
 }
 
-await runMain(WORKERS === undefined ? main : () => mainWorkers(WORKERS))
+// ---------------------------------------------------------------------------------------------
+// --compare: gateway A against gateway B in the same run
+
+const COMPARE = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values.compare === true
+
+const variantB = (): GatewayVariant => {
+  const main = process.env["BENCH_B_MAIN"]
+  const args = process.env["BENCH_B_NODE_ARGS"]
+  if (main === undefined && args === undefined) throw new Error("--compare needs BENCH_B_MAIN and/or BENCH_B_NODE_ARGS to say what B is")
+  return {
+    main: main === undefined ? undefined : path.resolve(ROOT, main),
+    nodeArgs: args === undefined ? undefined : args.split(/\s+/).filter((a) => a !== "")
+  }
+}
+
+const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: GatewayVariant): Promise<Array<Array<string>>> => {
+  const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [`http://127.0.0.1:${upstream.port}`])
+  const gwA = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
+  const gwB = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http", 1, undefined, b)
+  const proxies: ReadonlyArray<Proxy> = [proxyOf("baseline", baseline.port, baseline.child), proxyOf("A", gwA.port, gwA.child), proxyOf("B", gwB.port, gwB.child)]
+  for (const p of proxies) {
+    const problems = await sanityCheck(p.port, p.name !== "baseline")
+    if (problems.length > 0) throw new Error(`sanity check ${p.name} failed:\n${problems.join("\n")}`)
+  }
+  const rows: Array<Array<string>> = []
+  for (const scenario of SELECTED) {
+    process.stdout.write(`running ${scenario.name} ...\n`)
+    const ms = await runScenario(proxies, scenario, pidOf(upstream.child, "upstream"))
+    const of = (name: string) => ms.find((m) => m.proxy === name)
+    const [base, a, bm] = [of("baseline"), of("A"), of("B")]
+    if (base === undefined || a === undefined || bm === undefined) throw new Error("a proxy was not measured")
+    const diff = pairedDifference(a, bm)
+    rows.push([
+      scenario.name,
+      fixed(base.cpuUsPerRequest, 1),
+      `${fixed(a.cpuUsPerRequest, 1)} (${fixed(a.cpuUsPerRequest / base.cpuUsPerRequest, 2)}x)`,
+      `${fixed(bm.cpuUsPerRequest, 1)} (${fixed(bm.cpuUsPerRequest / base.cpuUsPerRequest, 2)}x)`,
+      `${fixed(bm.cpuUsPerRequest / a.cpuUsPerRequest, 2)}x`,
+      `${signed(diff.median)} [${signed(diff.q1)}, ${signed(diff.q3)}]`
+    ])
+  }
+  rows.push(["peak RSS MiB", ...proxies.map((p) => fixed(p.peakRssUnderLoad / 1024, 0)), "", ""])
+  for (const c of [baseline.child, gwA.child, gwB.child]) await stopChild(c)
+  return rows
+}
+
+const mainCompare = async (): Promise<void> => {
+  const b = variantB()
+  printHeader("HTTP A/B", `per proxy and scenario${REPEAT > 1 ? `, ${REPEAT} runs with fresh proxy processes` : ""}`)
+  process.stdout.write(`A: ${path.relative(ROOT, GATEWAY_MAIN)}${GATEWAY_NODE_ARGS.length > 0 ? ` with node ${GATEWAY_NODE_ARGS.join(" ")}` : ""}; B: ${b.main ?? "the same command"}${b.nodeArgs === undefined ? "" : ` with node ${b.nodeArgs.join(" ")}`}\n`)
+  const upstream = await forkServer("upstream", "upstream.ts", [])
+  const header = ["scenario", "baseline µs/req", "A µs/req", "B µs/req", "B/A", "B − A µs per round: median [IQR]"]
+  const all: Array<Array<string>> = []
+  for (let run = 1; run <= REPEAT; run++) {
+    const rows = await compareOnce(upstream, b)
+    process.stdout.write(`\n${table(header, rows, new Set([1, 2, 3, 4]))}\n`)
+    all.push(...rows.map((r) => [`${run}`, ...r]))
+  }
+  if (REPEAT > 1) process.stdout.write(`\n=== ${REPEAT} runs\n${table(["run", ...header], all, new Set([2, 3, 4, 5]))}\n`)
+}
+
+await runMain(COMPARE ? mainCompare : WORKERS === undefined ? main : () => mainWorkers(WORKERS))

@@ -158,6 +158,12 @@ export const freePort = (): Promise<number> =>
     })
   })
 
+/** A gateway started otherwise than GATEWAY_MAIN with GATEWAY_NODE_ARGS. */
+export interface GatewayVariant {
+  readonly main?: string | undefined
+  readonly nodeArgs?: ReadonlyArray<string> | undefined
+}
+
 /**
  * Starts dist/main.js with an inline config (or, given `file`, the config written to that file
  * and watched: `-f`) and waits until its data port answers, and with `workers` > 1 until its
@@ -168,14 +174,17 @@ export const startGateway = async (
   /** The npm script that builds dist/ and runs the benchmark, for the error message. */
   script: string,
   workers = 1,
-  file?: string
+  file?: string,
+  /** Another command or other node flags than GATEWAY_MAIN and GATEWAY_NODE_ARGS (bench/http.ts --compare). */
+  variant?: GatewayVariant
 ): Promise<{ child: ChildProcess; port: number; stderr: () => string }> => {
-  if (!existsSync(GATEWAY_MAIN)) throw new Error(`${GATEWAY_MAIN} is missing: run \`npm run build\` (npm run ${script} does)`)
+  const main = variant?.main ?? GATEWAY_MAIN
+  if (!existsSync(main)) throw new Error(`${main} is missing: run \`npm run build\` (npm run ${script} does)`)
   const port = await freePort()
   const readiness = workers > 1 ? await freePort() : 0
   if (file !== undefined) writeFileSync(file, config(port))
   const source = file === undefined ? ["-c", config(port)] : ["-f", file]
-  const child = track(spawn(NODE_BIN, [...GATEWAY_NODE_ARGS, GATEWAY_MAIN, ...source], {
+  const child = track(spawn(NODE_BIN, [...(variant?.nodeArgs ?? GATEWAY_NODE_ARGS), main, ...source], {
     cwd: ROOT,
     env: {
       ...process.env,

@@ -26,6 +26,8 @@ describe("flake.nix", () => {
     expect(flake).toContain("npmDeps = pkgs.importNpmLock {")
     expect(flake).toContain("npmConfigHook = pkgs.importNpmLock.npmConfigHook;")
     expect(flake).not.toMatch(/npmDepsHash|fakeHash/)
+    // The wrapper starts node with the young-generation cap the container image sets too.
+    expect(flake).toContain('--add-flags "--max-semi-space-size=8 $out/lib/node_modules/effect-agentgateway/dist/main.js"')
   })
 
   it("gives every package of package-lock.json the registry URL of its tarball (lib.lockWithUrls)", () => {
