@@ -55,11 +55,11 @@ import {
   alive,
   CONNECTIONS,
   context,
+  fixed,
+  forkServer,
   GATEWAY_MAIN,
   GATEWAY_NODE_ARGS,
   type GatewayVariant,
-  fixed,
-  forkServer,
   grouped,
   MEASURE_SECONDS,
   type Measurement,
@@ -296,8 +296,10 @@ const main = async (): Promise<void> => {
 // ---------------------------------------------------------------------------------------------
 // --workers N: throughput with 1 and N workers
 
+const ARGS = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values
+
 const WORKERS = (() => {
-  const raw = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values.workers
+  const raw = ARGS.workers
   if (raw === undefined) return undefined
   const n = Number(raw)
   if (!Number.isInteger(n) || n < 2) throw new Error(`--workers must be an integer >= 2, got ${raw}`)
@@ -352,7 +354,7 @@ const mainWorkers = async (workers: number): Promise<void> => {
 // ---------------------------------------------------------------------------------------------
 // --compare: gateway A against gateway B in the same run
 
-const COMPARE = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values.compare === true
+const COMPARE = ARGS.compare === true
 
 const variantB = (): GatewayVariant => {
   const main = process.env["BENCH_B_MAIN"]
@@ -364,7 +366,13 @@ const variantB = (): GatewayVariant => {
   }
 }
 
-const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: GatewayVariant): Promise<Array<Array<string>>> => {
+interface Compared {
+  readonly rows: Array<Array<string>>
+  /** B/A CPU per request, per scenario name. */
+  readonly ratios: Map<string, number>
+}
+
+const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: GatewayVariant): Promise<Compared> => {
   const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [`http://127.0.0.1:${upstream.port}`])
   const gwA = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
   const gwB = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http", 1, undefined, b)
@@ -374,6 +382,7 @@ const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: G
     if (problems.length > 0) throw new Error(`sanity check ${p.name} failed:\n${problems.join("\n")}`)
   }
   const rows: Array<Array<string>> = []
+  const ratios = new Map<string, number>()
   for (const scenario of SELECTED) {
     process.stdout.write(`running ${scenario.name} ...\n`)
     const ms = await runScenario(proxies, scenario, pidOf(upstream.child, "upstream"))
@@ -381,6 +390,7 @@ const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: G
     const [base, a, bm] = [of("baseline"), of("A"), of("B")]
     if (base === undefined || a === undefined || bm === undefined) throw new Error("a proxy was not measured")
     const diff = pairedDifference(a, bm)
+    ratios.set(scenario.name, bm.cpuUsPerRequest / a.cpuUsPerRequest)
     rows.push([
       scenario.name,
       fixed(base.cpuUsPerRequest, 1),
@@ -392,7 +402,7 @@ const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: G
   }
   rows.push(["peak RSS MiB", ...proxies.map((p) => fixed(p.peakRssUnderLoad / 1024, 0)), "", ""])
   for (const c of [baseline.child, gwA.child, gwB.child]) await stopChild(c)
-  return rows
+  return { rows, ratios }
 }
 
 const mainCompare = async (): Promise<void> => {
@@ -402,12 +412,17 @@ const mainCompare = async (): Promise<void> => {
   const upstream = await forkServer("upstream", "upstream.ts", [])
   const header = ["scenario", "baseline µs/req", "A µs/req", "B µs/req", "B/A", "B − A µs per round: median [IQR]"]
   const all: Array<Array<string>> = []
+  const runs: Array<Map<string, number>> = []
   for (let run = 1; run <= REPEAT; run++) {
-    const rows = await compareOnce(upstream, b)
+    const { rows, ratios } = await compareOnce(upstream, b)
     process.stdout.write(`\n${table(header, rows, new Set([1, 2, 3, 4]))}\n`)
     all.push(...rows.map((r) => [`${run}`, ...r]))
+    runs.push(ratios)
   }
-  if (REPEAT > 1) process.stdout.write(`\n=== ${REPEAT} runs\n${table(["run", ...header], all, new Set([2, 3, 4, 5]))}\n`)
+  if (REPEAT > 1) {
+    process.stdout.write(`\n=== ${REPEAT} runs\n${table(["run", ...header], all, new Set([2, 3, 4, 5]))}\n\n`)
+    process.stdout.write(`${ratioSummary(SELECTED.map((s) => ({ name: s.name, ratios: runs.map((r) => r.get(s.name) ?? NaN) })), "B/A CPU per request")}\n`)
+  }
 }
 
 await runMain(COMPARE ? mainCompare : WORKERS === undefined ? main : () => mainWorkers(WORKERS))

@@ -563,14 +563,18 @@ export const runScenario = async <S extends Scenario>(
  * The last table of a repeated benchmark: each run's ratio (fresh processes each run, so the
  * spread shows how far one run's ratio can be trusted) and the verdict on their median.
  */
-export const ratioSummary = (rows: ReadonlyArray<{ readonly name: string; readonly ratios: ReadonlyArray<number>; readonly target?: number }>): string => {
+export const ratioSummary = (
+  rows: ReadonlyArray<{ readonly name: string; readonly ratios: ReadonlyArray<number>; readonly target?: number }>,
+  /** What the ratios are. */
+  what = "CPU vs baseline"
+): string => {
   const median = (values: ReadonlyArray<number>): number => {
     const sorted = [...values].sort((a, b) => a - b)
     const mid = Math.floor(sorted.length / 2)
     return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2
   }
   return table(
-    ["scenario", "CPU vs baseline, each run", "median", "target", "result"],
+    ["scenario", `${what}, each run`, "median", "target", "result"],
     rows.map((r) => {
       const m = median(r.ratios)
       const t = r.target
