@@ -227,6 +227,21 @@ const memoryReport = (proxies: ReadonlyArray<Proxy>, atEnd: ReadonlyMap<string, 
   )
 }
 
+/** Runs `sanityCheck` on each proxy and prints the outcome; returns the names that failed. */
+const checkProxies = async (proxies: ReadonlyArray<Proxy>, isGateway: (p: Proxy) => boolean): Promise<Array<string>> => {
+  const failed: Array<string> = []
+  for (const p of proxies) {
+    const problems = await sanityCheck(p.port, isGateway(p))
+    if (problems.length > 0) failed.push(p.name)
+    process.stdout.write(
+      problems.length === 0
+        ? `sanity check ${p.name}: ok${isGateway(p) ? " (x-bench set upstream, x-served-by added, CORS header present, 64 KiB arrived whole)" : ""}\n`
+        : `sanity check ${p.name}: FAILED\n${problems.map((line) => `  - ${line}\n`).join("")}`
+    )
+  }
+  return failed
+}
+
 // ---------------------------------------------------------------------------------------------
 // Main
 
@@ -245,14 +260,7 @@ const once = async (upstream: { child: ChildProcess; port: number }, cores: numb
   await sleep(1000)
   for (const p of proxies) p.idle = memory(p.pid)
 
-  for (const p of proxies) {
-    const problems = await sanityCheck(p.port, p.name === "gateway")
-    process.stdout.write(
-      problems.length === 0
-        ? `sanity check ${p.name}: ok${p.name === "gateway" ? " (x-bench set upstream, x-served-by added, CORS header present, 64 KiB arrived whole)" : ""}\n`
-        : `sanity check ${p.name}: FAILED\n${problems.map((line) => `  - ${line}\n`).join("")}`
-    )
-  }
+  await checkProxies(proxies, (p) => p.name === "gateway")
 
   const measurements: Array<Measurement<HttpScenario>> = []
   for (const scenario of SELECTED) {
@@ -296,13 +304,25 @@ const main = async (): Promise<void> => {
 // ---------------------------------------------------------------------------------------------
 // --workers N: throughput with 1 and N workers
 
-const ARGS = parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values
+/** A wrong command line: one line on stderr and exit 1 (the benchmark cannot run), no stack trace. */
+const usageError = (message: string): never => {
+  process.stderr.write(`bench/http.ts: ${message}\n`)
+  process.exit(1)
+}
+
+const ARGS = (() => {
+  try {
+    return parseArgs({ options: { workers: { type: "string" }, compare: { type: "boolean" } }, strict: true }).values
+  } catch (error) {
+    return usageError(error instanceof Error ? error.message : String(error))
+  }
+})()
 
 const WORKERS = (() => {
   const raw = ARGS.workers
   if (raw === undefined) return undefined
   const n = Number(raw)
-  if (!Number.isInteger(n) || n < 2) throw new Error(`--workers must be an integer >= 2, got ${raw}`)
+  if (!Number.isInteger(n) || n < 2) return usageError(`--workers must be an integer >= 2, got ${raw}`)
   return n
 })()
 
@@ -336,10 +356,7 @@ const mainWorkers = async (workers: number): Promise<void> => {
   const many = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http", workers)
   const single = "1 worker"
   const proxies: ReadonlyArray<Proxy> = [proxyOf(single, one.port, one.child), proxyOf(`${workers} workers`, many.port, many.child)]
-  for (const p of proxies) {
-    const problems = await sanityCheck(p.port, true)
-    process.stdout.write(problems.length === 0 ? `sanity check ${p.name}: ok\n` : `sanity check ${p.name}: FAILED\n${problems.map((l) => `  - ${l}\n`).join("")}`)
-  }
+  await checkProxies(proxies, () => true)
   const measurements: Array<Measurement<HttpScenario>> = []
   for (const scenario of SELECTED) {
     process.stdout.write(`running ${scenario.name} ...\n`)
@@ -355,11 +372,12 @@ const mainWorkers = async (workers: number): Promise<void> => {
 // --compare: gateway A against gateway B in the same run
 
 const COMPARE = ARGS.compare === true
+if (COMPARE && WORKERS !== undefined) usageError("--compare and --workers are separate modes: give one")
 
 const variantB = (): GatewayVariant => {
   const main = process.env["BENCH_B_MAIN"]
   const args = process.env["BENCH_B_NODE_ARGS"]
-  if (main === undefined && args === undefined) throw new Error("--compare needs BENCH_B_MAIN and/or BENCH_B_NODE_ARGS to say what B is")
+  if (main === undefined && args === undefined) return usageError("--compare needs BENCH_B_MAIN and/or BENCH_B_NODE_ARGS to say what B is")
   return {
     main: main === undefined ? undefined : path.resolve(ROOT, main),
     nodeArgs: args === undefined ? undefined : args.split(/\s+/).filter((a) => a !== "")
@@ -377,10 +395,9 @@ const compareOnce = async (upstream: { child: ChildProcess; port: number }, b: G
   const gwA = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http")
   const gwB = await startGateway((port) => gatewayConfig(port, upstream.port), "bench:http", 1, undefined, b)
   const proxies: ReadonlyArray<Proxy> = [proxyOf("baseline", baseline.port, baseline.child), proxyOf("A", gwA.port, gwA.child), proxyOf("B", gwB.port, gwB.child)]
-  for (const p of proxies) {
-    const problems = await sanityCheck(p.port, p.name !== "baseline")
-    if (problems.length > 0) throw new Error(`sanity check ${p.name} failed:\n${problems.join("\n")}`)
-  }
+  // A/B figures of a B that does not do the same work would mislead: stop instead.
+  const failed = await checkProxies(proxies, (p) => p.name !== "baseline")
+  if (failed.length > 0) throw new Error(`sanity check failed for ${failed.join(", ")}`)
   const rows: Array<Array<string>> = []
   const ratios = new Map<string, number>()
   for (const scenario of SELECTED) {
