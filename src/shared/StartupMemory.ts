@@ -1,16 +1,64 @@
 /**
- * Start-up (module loading, schema construction, config decoding) grows V8's young generation
- * to its maximum, and an idle process never gives that back. One memory-reducing collection once
- * the first config serves returns it (about 18 MiB of resident memory; `npm run bench:http`
- * reports idle RSS). Under load the young generation grows again as it should.
+ * Memory of a gateway process, set once it serves (Cli.ts, cluster/Worker.ts, cluster/Primary.ts;
+ * never on library import).
+ *
+ * - Start-up (module loading, schema construction, config decoding) grows V8's young generation
+ *   to its maximum, and an idle process never gives that back. One memory-reducing collection once
+ *   the first config serves returns it (about 18 MiB of resident memory; `npm run bench:http`
+ *   reports idle RSS).
+ * - Under load Node 24 lets the young generation grow to 2 × 32 MiB, and the request-body chunks
+ *   it keeps reachable between scavenges add more: a 64 KiB POST load peaked at 245–283 MiB.
+ *   The gateway stops that growth at 2 × {@link YOUNG_SEMI_SPACE_MIB} MiB, what
+ *   `node --max-semi-space-size=8` does: peak about 155–185 MiB, CPU per request unchanged within
+ *   the bench's noise (README, Performance). V8 sizes the young generation from flags read at
+ *   start-up, so a plain `node dist/main.js` cannot pass it; what V8 does read at each growth is
+ *   `--semi-space-growth-factor`, so after every collection the factor is 1 (no growth) at the
+ *   limit and V8's default 2 below it. An operator's own `--max-semi-space-size`,
+ *   `--min-semi-space-size` or `--semi-space-growth-factor` (command line or NODE_OPTIONS) wins:
+ *   then nothing is changed.
  *
  * @since 0.1.0
  */
-import { setFlagsFromString } from "node:v8"
+import { PerformanceObserver } from "node:perf_hooks"
+import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8"
 import { runInNewContext } from "node:vm"
+
+/** Largest semi-space the gateway lets V8's young generation grow to, MiB. */
+export const YOUNG_SEMI_SPACE_MIB = 8
+
+const OPERATOR_FLAG = /--(?:max-semi-space-size|min-semi-space-size|semi-space-growth-factor)\b/
+
+const youngGenerationBytes = (): number => {
+  for (const space of getHeapSpaceStatistics()) if (space.space_name === "new_space") return space.space_size
+  return 0
+}
+
+let capping = false
+
+/**
+ * Keeps the young generation at or below 2 × `semiSpaceMiB` MiB from now on (both semi-spaces),
+ * unless the operator sized it. Returns whether it does. Idempotent.
+ */
+export const capYoungGeneration = (semiSpaceMiB: number = YOUNG_SEMI_SPACE_MIB): boolean => {
+  if (capping) return true
+  if (OPERATOR_FLAG.test(process.execArgv.join(" ")) || OPERATOR_FLAG.test(process.env["NODE_OPTIONS"] ?? "")) return false
+  capping = true
+  const limit = 2 * semiSpaceMiB * 1024 * 1024
+  let atLimit = false
+  const check = (): void => {
+    const reached = youngGenerationBytes() >= limit
+    if (reached === atLimit) return
+    atLimit = reached
+    setFlagsFromString(`--semi-space-growth-factor=${reached ? 1 : 2}`)
+  }
+  check()
+  new PerformanceObserver(check).observe({ entryTypes: ["gc"] })
+  return true
+}
 
 export const releaseStartupMemory = (): void => {
   setFlagsFromString("--expose-gc")
   const gc: unknown = runInNewContext("gc")
   if (typeof gc === "function") gc({ type: "major", execution: "sync", flavor: "last-resort" })
+  capYoungGeneration()
 }

@@ -1,0 +1,60 @@
+/**
+ * The young-generation cap a serving gateway sets (src/shared/StartupMemory.ts), in a fresh Node
+ * process each time: V8 heap sizing is per process, and this one's is vitest's. The workload
+ * keeps a rolling window of objects alive, so scavenges have survivors and V8 grows the young
+ * generation as it does under proxy load.
+ */
+import { execFileSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { describe, expect, it } from "vitest"
+
+const MODULE = fileURLToPath(new URL("../../src/shared/StartupMemory.ts", import.meta.url))
+const MIB = 1024 * 1024
+
+/** Runs the workload in a child; returns whether the cap was installed and the young generation's size. */
+const youngGeneration = (options: { readonly cap: boolean; readonly nodeArgs?: ReadonlyArray<string> }) => {
+  const script = `
+    import { getHeapSpaceStatistics } from "node:v8"
+    const { capYoungGeneration } = await import(${JSON.stringify(MODULE)})
+    const installed = ${options.cap} ? capYoungGeneration() : false
+    let window = []
+    let largest = 0
+    const size = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size
+    for (let round = 0; round < 300; round++) {
+      for (let i = 0; i < 100_000; i++) {
+        window.push({ i, s: "x" + i })
+        if (window.length > 40_000) window = []
+      }
+      // The observer runs between tasks, as it does between requests.
+      await new Promise((resolve) => setImmediate(resolve))
+      largest = Math.max(largest, size())
+    }
+    console.log(JSON.stringify({ installed, largest }))
+  `
+  const out = execFileSync(process.execPath, [...(options.nodeArgs ?? []), "--input-type=module", "-e", script], {
+    encoding: "utf8",
+    env: { ...process.env, NODE_OPTIONS: "" }
+  })
+  return JSON.parse(out.trim()) as { installed: boolean; largest: number }
+}
+
+describe("capYoungGeneration", () => {
+  it("without it, the workload grows V8's young generation past the cap", () => {
+    const { largest } = youngGeneration({ cap: false })
+    expect(largest).toBeGreaterThan(48 * MIB)
+  }, 60_000)
+
+  // \`new_space\` also counts pages in transit, so V8's own \`--max-semi-space-size=8\` reads 16–22.75 MiB on this workload.
+  it("keeps the young generation at 2 × 8 MiB", () => {
+    const { installed, largest } = youngGeneration({ cap: true })
+    expect(installed).toBe(true)
+    expect(largest).toBeLessThanOrEqual(24 * MIB)
+    expect(largest).toBeGreaterThanOrEqual(16 * MIB)
+  }, 60_000)
+
+  it("leaves an operator's own young-generation flag alone", () => {
+    const { installed, largest } = youngGeneration({ cap: true, nodeArgs: ["--max-semi-space-size=16"] })
+    expect(installed).toBe(false)
+    expect(largest).toBeGreaterThan(24 * MIB)
+  }, 60_000)
+})
