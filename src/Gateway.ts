@@ -35,6 +35,7 @@ import * as LogLevel from "./observability/LogLevel.ts"
 import { RequestMetrics } from "./observability/Metrics.ts"
 import * as Telemetry from "./observability/Telemetry.ts"
 import * as Tracing from "./observability/Tracing.ts"
+import * as RequestBody from "./pipeline/RequestBody.ts"
 import * as Snapshot from "./state/Snapshot.ts"
 import { VERSION } from "./Version.ts"
 
@@ -138,6 +139,7 @@ export class Gateway extends Context.Service<Gateway, {
         const listeners = new ListenerSet({
           current: () => current?.compiled,
           maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
+          bodyIdleTimeoutMs: () => current?.compiled.ir.settings.requestBodyIdleTimeoutMs ?? RequestBody.IDLE_TIMEOUT_MS,
           accessLog: () => accessLog,
           metrics,
           context,

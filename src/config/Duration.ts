@@ -15,6 +15,9 @@ const UNIT_MS: Record<string, number> = {
   d: 86_400_000
 }
 
+/** Whether `input` is such a duration ("1s", "100ms", "1h30m", "1.5s"). */
+export const isDuration = (input: string): boolean => /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$/.test(input)
+
 /** Milliseconds of a duration already validated by `Fields.DurationString`. */
 export const parseMillis = (input: string): number => {
   let total = 0

@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as Duration from "./Duration.ts"
 
 /**
  * Marks a field as required and documents it. Descriptions are key annotations, so they
@@ -48,7 +49,7 @@ export const exactlyOneOf = (keys: ReadonlyArray<string>) =>
 
 /** Go-style duration strings: "1s", "100ms", "1h30m", "1.5s". */
 export const DurationString = Schema.String.check(
-  Schema.makeFilter((s: string) => /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$/.test(s) || `invalid duration "${s}" (expected e.g. "100ms", "10s", "1h30m")`)
+  Schema.makeFilter((s: string) => Duration.isDuration(s) || `invalid duration "${s}" (expected e.g. "100ms", "10s", "1h30m")`)
 ).annotate({ description: "A duration such as \"100ms\", \"10s\" or \"1h30m\"." })
 
 /** A regular expression, checked when the config is decoded. */

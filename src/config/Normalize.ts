@@ -11,6 +11,7 @@ import * as os from "node:os"
 import * as WorkerCount from "../cluster/WorkerCount.ts"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
+import * as RequestBody from "../pipeline/RequestBody.ts"
 import { firstFoundWins, mostSpecificReplaces } from "../state/PolicyMerge.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"
 import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
@@ -433,6 +434,10 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     maxBufferSize: http.maxBufferSize ?? 2 * MiB,
     http1MaxHeaders: http.http1MaxHeaders ?? 100,
     http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
+    requestBodyIdleTimeoutMs: (() => {
+      const idle = bodyIdleTimeout(env)
+      return "ms" in idle ? idle.ms : RequestBody.IDLE_TIMEOUT_MS
+    })(),
     tlsHandshakeTimeoutMs: ms(config.frontendPolicies?.tls?.handshakeTimeout, 15_000),
     connectTimeoutMs: ms(backend.connectTimeout, 10_000),
     poolIdleTimeoutMs: ms(backend.poolIdleTimeout, 90_000),
@@ -691,12 +696,26 @@ const workerThreads = (raw: C.RawConfig, env: Env.Lookup): number => {
 /** CONNECTION_TERMINATION_DEADLINE, then config, then TERMINATION_GRACE_PERIOD_SECONDS − 5, else 5 s. */
 const terminationDeadline = (raw: C.RawConfig, env: Env.Lookup): number => {
   const fromEnv = env("CONNECTION_TERMINATION_DEADLINE")
-  if (fromEnv !== undefined && /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h|d))+$/.test(fromEnv)) return Duration.parseMillis(fromEnv)
+  if (fromEnv !== undefined && Duration.isDuration(fromEnv)) return Duration.parseMillis(fromEnv)
   if (defined(raw.connectionTerminationDeadline)) return Duration.parseMillis(raw.connectionTerminationDeadline)
   const grace = Number(env("TERMINATION_GRACE_PERIOD_SECONDS"))
   if (Number.isFinite(grace) && grace > 0) return Math.max(grace > 10 ? grace - 5 : grace - 1, 0) * 1000
   return 5000
 }
+
+/**
+ * REQUEST_BODY_IDLE_TIMEOUT (ours; agentgateway has no such setting): the longest pause in a
+ * request body the gateway is reading before it answers 408 (listeners/BodyWatch.ts). "0s"
+ * turns the watch off. Default 30 s, as nginx's `client_body_timeout` 60 s and haproxy's
+ * anti-DoS 5 s bracket it.
+ */
+const bodyIdleTimeout = (env: Env.Lookup): { readonly ms: number } | { readonly message: string } => {
+  const raw = env(BODY_IDLE_TIMEOUT_ENV)
+  if (raw === undefined) return { ms: RequestBody.IDLE_TIMEOUT_MS }
+  if (!Duration.isDuration(raw)) return { message: `invalid duration "${raw}" (expected e.g. "30s", "1m"; "0s" turns it off)` }
+  return { ms: Duration.parseMillis(raw) }
+}
+export const BODY_IDLE_TIMEOUT_ENV = "REQUEST_BODY_IDLE_TIMEOUT"
 
 export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
   Effect.suspend(() => {
@@ -729,6 +748,8 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
     }
     const workers = WorkerCount.resolve(config.config?.workerThreads, env, os.availableParallelism())
     if ("message" in workers) issues.add(workers.path, workers.message)
+    const bodyIdle = bodyIdleTimeout(env)
+    if ("message" in bodyIdle) issues.add(BODY_IDLE_TIMEOUT_ENV, bodyIdle.message)
     if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
     return Effect.succeed({ binds, settings: settings(config, env), backends: namedBackendRefs(ctx) })
   })

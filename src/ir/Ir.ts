@@ -38,6 +38,8 @@ export interface Settings {
   readonly maxBufferSize: number
   readonly http1MaxHeaders: number
   readonly http1IdleTimeoutMs: number
+  /** REQUEST_BODY_IDLE_TIMEOUT: longest pause in a request body being read before 408; 0: no limit. */
+  readonly requestBodyIdleTimeoutMs: number
   /** `frontendPolicies.tls.handshakeTimeout`: a client still handshaking after this long is disconnected. */
   readonly tlsHandshakeTimeoutMs: number
   readonly connectTimeoutMs: number

@@ -29,6 +29,7 @@ import { ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
 import { normalizeTarget } from "../routing/Path.ts"
 import * as Headers from "../shared/headers.ts"
 import type { CompiledBind, CompiledListener } from "../state/Snapshot.ts"
+import { BodyWatch } from "./BodyWatch.ts"
 
 export interface HandlerEnv {
   /** The bind of the snapshot serving now; read per request so a reload applies at once. */
@@ -42,6 +43,8 @@ export interface HandlerEnv {
   readonly tracer: () => Tracer | undefined
   /** The serving snapshot's access-log and metric-label expressions. */
   readonly telemetry: () => Telemetry.Telemetry
+  /** Longest pause in a request body the gateway is reading before 408 (BodyWatch.ts); 0: none. */
+  readonly bodyIdleTimeoutMs: () => number
 }
 
 /**
@@ -260,6 +263,7 @@ const verifiedFor = (bind: CompiledBind, listener: CompiledListener, socket: unk
 
 export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
   const bindName = bindLabel(port)
+  const bodies = new BodyWatch(env.bodyIdleTimeoutMs)
   const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
     // The request's context is the process context plus this request: one map copy, and no
     // wrapper effect around the handler.
@@ -345,6 +349,14 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     }
     if (listener === undefined) {
       return finish(Exit.fail(ProxyError.make({ _tag: "ListenerNotFound" })))
+    }
+    if (ctx.hasBody) {
+      bodies.watch(req, () => {
+        // Answered already: the rest of the body is not coming, so the connection cannot be reused.
+        if (done) return void socket.destroy()
+        interrupt?.()
+        finish(Exit.fail(ProxyError.make({ _tag: "BodyTimeout" })))
+      })
     }
     interrupt = run(listener.handler, ctx, finish)
   }

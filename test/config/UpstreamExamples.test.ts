@@ -70,7 +70,7 @@ const issuesOf = async (file: string): Promise<ReadonlyArray<ConfigIssue> | "val
   // Upstream examples read API keys from the environment: any variable is defined here, except
   // SESSION_KEY, which must be 64 hex chars when set, and WORKER_THREADS, a count (none of the examples sets them).
   const exit = await Effect.runPromiseExit(
-    validate({ _tag: "File", path: path.join(dir, file), watch: false }, (name) => (name === "SESSION_KEY" || name === "WORKER_THREADS" ? undefined : "dummy"))
+    validate({ _tag: "File", path: path.join(dir, file), watch: false }, (name) => (name === "SESSION_KEY" || name === "WORKER_THREADS" || name === "REQUEST_BODY_IDLE_TIMEOUT" ? undefined : "dummy"))
   )
   if (Exit.isSuccess(exit)) return "valid"
   const error = Cause.squash(exit.cause)

@@ -1,0 +1,89 @@
+/**
+ * Request bodies that stop arriving (security.md #9, slow body). The listener has no request
+ * timeout, since streams may be long, and a body read into memory has its own idle deadline
+ * (`pipeline/RequestBody.ts`); a body streaming to the upstream had none, so a client that
+ * declared a body and then sent nothing more held the connection, a fiber and an upstream
+ * request for as long as the upstream waited.
+ *
+ * Every request with a body is watched until it has arrived. It counts as stalled only while
+ * the gateway is waiting for it (the stream flows and nothing is buffered, or it was abandoned
+ * after an early answer) and the socket has read no byte for `idleMs`: a body nobody reads yet
+ * (policies still running) or one the gateway holds back because the upstream is slow is never
+ * the client's fault. One timer per listener
+ * port, running only while some body is watched, checks every `idleMs / 4` (at most 1 s).
+ *
+ * @since 0.1.0
+ */
+import type { IncomingMessage } from "node:http"
+import type { Socket } from "node:net"
+
+interface Watched {
+  readonly req: IncomingMessage
+  /** Kept: Node clears `req.socket` once the response is done, while the body may still be coming. */
+  readonly socket: Socket
+  bytes: number
+  since: number
+  readonly onStall: () => void
+}
+
+/** The body has not all arrived and its connection is open. */
+const stillComing = (req: IncomingMessage, socket: Socket): boolean => !req.complete && !socket.destroyed
+
+/**
+ * Whether the gateway is waiting for the client's bytes: the body flows with nothing buffered,
+ * or nobody will read it any more (the upstream exchange ended early and undici destroyed it,
+ * which leaves Node's connection open for the rest).
+ */
+const waitingForClient = (req: IncomingMessage): boolean => req.destroyed || (req.readableFlowing === true && req.readableLength === 0)
+
+export class BodyWatch {
+  private readonly watched = new Set<Watched>()
+  private timer: ReturnType<typeof setInterval> | undefined
+  private readonly idleMs: () => number
+
+  /** `idleMs()` is read at each check (a reload applies to bodies already watched); 0 turns the watch off. */
+  constructor(idleMs: () => number) {
+    this.idleMs = idleMs
+  }
+
+  /** Watches `req`'s body until it has arrived; `onStall` runs once if it stalls first. */
+  watch(req: IncomingMessage, onStall: () => void): void {
+    const idle = this.idleMs()
+    const socket = req.socket
+    if (idle <= 0 || !stillComing(req, socket)) return
+    this.watched.add({ req, socket, bytes: socket.bytesRead, since: performance.now(), onStall })
+    if (this.timer === undefined) {
+      this.timer = setInterval(this.check, Math.max(10, Math.min(1000, idle / 4)))
+      this.timer.unref()
+    }
+  }
+
+  /** How many bodies are being watched (tests). */
+  get size(): number {
+    return this.watched.size
+  }
+
+  private readonly check = (): void => {
+    const idle = this.idleMs()
+    const now = performance.now()
+    for (const w of this.watched) {
+      const req = w.req
+      if (!stillComing(req, w.socket) || idle <= 0) {
+        this.watched.delete(w)
+        continue
+      }
+      const bytes = w.socket.bytesRead
+      if (bytes !== w.bytes || !waitingForClient(req)) {
+        w.bytes = bytes
+        w.since = now
+      } else if (now - w.since >= idle) {
+        this.watched.delete(w)
+        w.onStall()
+      }
+    }
+    if (this.watched.size === 0 && this.timer !== undefined) {
+      clearInterval(this.timer)
+      this.timer = undefined
+    }
+  }
+}
