@@ -41,7 +41,7 @@
  * `node bench/http.ts --compare` judges a change: two gateways, A (dist/main.js as usual) and B
  * (`BENCH_B_MAIN`, e.g. another worktree's dist/main.js, relative to the project, and/or
  * `BENCH_B_NODE_ARGS`, e.g. "--max-semi-space-size=8", which replace BENCH_GATEWAY_NODE_ARGS for
- * B), and the baseline, in the same ABBA slots of one run (BENCH_REPEAT
+ * B), and the baseline, in rotating slots of one run (ABC, BCA, CAB; BENCH_REPEAT
  * runs with fresh processes). Runs measured apart differ by more than most changes do here;
  * within a run B/A and B − A per slot pair are steady. Prints CPU µs/req, B/A, the per-round
  * B − A and the peak RSS of each.

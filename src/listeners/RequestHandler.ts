@@ -29,7 +29,7 @@ import { ProxyRequest, RequestContext } from "../pipeline/RequestContext.ts"
 import { normalizeTarget } from "../routing/Path.ts"
 import * as Headers from "../shared/headers.ts"
 import type { CompiledBind, CompiledListener } from "../state/Snapshot.ts"
-import { BodyWatch } from "./BodyWatch.ts"
+import { BodyWatch, type Watched } from "./BodyWatch.ts"
 
 export interface HandlerEnv {
   /** The bind of the snapshot serving now; read per request so a reload applies at once. */
@@ -321,7 +321,9 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
     let written: ProxyResponse | undefined
     let interrupt: ((id?: number) => void) | undefined
     let done = false
+    let watched: Watched | undefined
     res.once("close", () => {
+      if (watched !== undefined) bodies.done(watched)
       if (!done) interrupt?.()
       const open = ctx.openBodies
       if (!res.writableFinished && open !== undefined) for (const b of open) b.abort(new Error("downstream closed"))
@@ -351,7 +353,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
       return finish(Exit.fail(ProxyError.make({ _tag: "ListenerNotFound" })))
     }
     if (ctx.hasBody) {
-      bodies.watch(req, () => {
+      watched = bodies.watch(req, () => {
         // Answered already: the rest of the body is not coming, so the connection cannot be reused.
         if (done) return void socket.destroy()
         interrupt?.()
