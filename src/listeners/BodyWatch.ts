@@ -1,9 +1,9 @@
 /**
- * Request bodies that stop arriving (security.md #9, slow body). The listener has no request
- * timeout, since streams may be long, and a body read into memory has its own idle deadline
- * (`pipeline/RequestBody.ts`); a body streaming to the upstream had none, so a client that
- * declared a body and then sent nothing more held the connection, a fiber and an upstream
- * request for as long as the upstream waited.
+ * Request bodies that stop arriving (security.md #9, slow body), whether a policy reads them
+ * into memory (`pipeline/RequestBody.ts`) or they stream to the upstream. The listener has no
+ * request timeout, since streams may be long; without this a client that declared a body and
+ * then sent nothing more held the connection, a fiber and an upstream request for as long as
+ * the upstream waited.
  *
  * Every request with a body is watched until it has arrived. It counts as stalled only while
  * the gateway is waiting for it (the stream flows and nothing is buffered, or it was abandoned

@@ -30,10 +30,11 @@ export const untouched: State = { _tag: "Stream" }
 const EMPTY = new Uint8Array(0)
 
 /**
- * Longest pause allowed between two chunks of a body being buffered. The listener has no
- * request timeout (streams may be long), so without this a client that declares a body and then
- * sends it byte by byte, or not at all, holds a connection and a fiber forever (slowloris on the
- * body): 408 and the connection is closed.
+ * Default longest pause in a request body the gateway is reading, buffered here or streamed to
+ * the upstream (REQUEST_BODY_IDLE_TIMEOUT). The listener enforces it for both
+ * (`listeners/BodyWatch.ts`): the listener has no request timeout (streams may be long), so
+ * without it a client that declares a body and then sends it byte by byte, or not at all, holds
+ * a connection and a fiber forever (slowloris on the body): 408 and the connection is closed.
  */
 export const IDLE_TIMEOUT_MS = 30_000
 
@@ -51,8 +52,7 @@ const declaredLength = (ctx: ProxyRequest): number | undefined => {
  */
 export const read = (
   ctx: ProxyRequest,
-  limit: number,
-  idleTimeoutMs: number = IDLE_TIMEOUT_MS
+  limit: number
 ): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> => {
   const state = ctx.body
   if (state._tag === "Buffered") return Effect.succeed(state.bytes)
@@ -64,7 +64,7 @@ export const read = (
   const declared = declaredLength(ctx)
   // Known to be too large: do not touch the stream at all.
   if (declared !== undefined && declared > limit) return Effect.succeed(undefined)
-  return collect(ctx, limit, idleTimeoutMs)
+  return collect(ctx, limit)
 }
 
 /** A body's first bytes, and whether they are all of it. */
@@ -80,8 +80,7 @@ export interface Prefix {
  */
 export const readPrefix = (
   ctx: ProxyRequest,
-  limit: number,
-  idleTimeoutMs: number = IDLE_TIMEOUT_MS
+  limit: number
 ): Effect.Effect<Prefix, ProxyError.ProxyError> => {
   const state = ctx.body
   if (state._tag === "Spilled") return Effect.succeed(prefixOf(state.prefix, limit, false))
@@ -90,7 +89,7 @@ export const readPrefix = (
     ctx.body = { _tag: "Buffered", bytes: EMPTY }
     return Effect.succeed({ bytes: EMPTY, complete: true })
   }
-  return Effect.map(collect(ctx, limit, idleTimeoutMs), (bytes) => {
+  return Effect.map(collect(ctx, limit), (bytes) => {
     const now = ctx.body
     if (bytes !== undefined) return prefixOf(bytes, limit, true)
     return prefixOf(now._tag === "Spilled" ? now.prefix : EMPTY, limit, false)
@@ -100,25 +99,18 @@ export const readPrefix = (
 const prefixOf = (bytes: Uint8Array, limit: number, whole: boolean): Prefix =>
   bytes.length > limit ? { bytes: bytes.subarray(0, limit), complete: false } : { bytes, complete: whole }
 
-const collect = (ctx: ProxyRequest, limit: number, idleTimeoutMs: number): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> =>
+const collect = (ctx: ProxyRequest, limit: number): Effect.Effect<Uint8Array | undefined, ProxyError.ProxyError> =>
   Effect.callback<Uint8Array | undefined, ProxyError.ProxyError>((resume) => {
     const raw = ctx.raw
     const chunks: Array<Buffer> = []
     let size = 0
-    const onIdle = () => {
-      cleanup()
-      resume(Effect.fail(ProxyError.make({ _tag: "BodyTimeout" })))
-    }
-    const idle = setTimeout(onIdle, idleTimeoutMs)
     const cleanup = () => {
-      clearTimeout(idle)
       raw.off("data", onData)
       raw.off("end", onEnd)
       raw.off("error", onError)
       raw.off("aborted", onError)
     }
     const onData = (chunk: Buffer) => {
-      idle.refresh()
       size += chunk.length
       chunks.push(chunk)
       if (size <= limit) return

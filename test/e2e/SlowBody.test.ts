@@ -1,7 +1,7 @@
 /**
  * Request bodies that stop arriving while they stream to the upstream (security.md #9; the
  * listener's BodyWatch.ts), with REQUEST_BODY_IDLE_TIMEOUT at 300 ms: a stalled upload is
- * answered 408 and its upstream request aborted; a slow but steady upload and a body the
+ * answered 408 and its upstream request aborted, and so is one a policy is buffering; a slow but steady upload and a body the
  * upstream is slow to read both pass; an upload that stalls after the answer loses its connection; "0s" turns the watch off; a bad value is a config error.
  */
 import { once } from "node:events"
@@ -57,6 +57,11 @@ binds:
 - port: $P0
   listeners:
   - routes:
+    - name: buffered
+      matches: [{path: {pathPrefix: /buffered}}]
+      policies:
+        authorization: {rules: ['json(request.body).action == "read"']}
+      backends: [{host: 127.0.0.1:${upstream}}]
     - backends: [{host: 127.0.0.1:${upstream}}]
 `
 
@@ -114,6 +119,27 @@ describe("a request body that stops arriving", () => {
     expect(entry?.outcome).toBe("aborted")
     expect(entry?.bytes).toBeLessThan(100_000)
     expect(gw.logs.some((l) => l.includes("http.path=/count/stalled") && l.includes("http.status=408"))).toBe(true)
+  })
+
+  it("is answered 408 while a policy buffers it too, before any upstream request", async () => {
+    const before = upstream.seen.length
+    const upload = await openUpload(port, "/buffered/stalled", 100)
+    upload.socket.write('{"action":')
+    await upload.closed
+    expect(upload.received()).toMatch(/^HTTP\/1\.1 408 [\s\S]*request body timeout$/)
+    expect(upstream.seen.length).toBe(before)
+  })
+
+  it("lets a body a policy buffers through when it comes slowly but steadily", async () => {
+    const body = '{"action":"read"}'
+    const upload = await openUpload(port, "/buffered/steady", body.length)
+    for (const ch of body) {
+      upload.socket.write(ch)
+      await sleep(40)
+    }
+    await answered(upload, /\r\n\r\n\d+$/)
+    expect(upload.received()).toMatch(new RegExp(`^HTTP/1\\.1 200 [\\s\\S]*\\r\\n\\r\\n${body.length}$`))
+    upload.socket.destroy()
   })
 
   it("lets a slow but steady upload through", async () => {
