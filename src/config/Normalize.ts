@@ -418,7 +418,8 @@ const fromGateways = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> => {
   })
 }
 
-const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
+/** `bodyIdleMs`: REQUEST_BODY_IDLE_TIMEOUT, already checked by `normalize`. */
+const settings = (config: C.LocalConfig, env: Env.Lookup, bodyIdleMs: number): Ir.Settings => {
   const raw = config.config ?? {}
   const http = config.frontendPolicies?.http ?? {}
   const backend = raw.backend ?? {}
@@ -434,10 +435,7 @@ const settings = (config: C.LocalConfig, env: Env.Lookup): Ir.Settings => {
     maxBufferSize: http.maxBufferSize ?? 2 * MiB,
     http1MaxHeaders: http.http1MaxHeaders ?? 100,
     http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
-    requestBodyIdleTimeoutMs: (() => {
-      const idle = bodyIdleTimeout(env)
-      return "ms" in idle ? idle.ms : RequestBody.IDLE_TIMEOUT_MS
-    })(),
+    requestBodyIdleTimeoutMs: bodyIdleMs,
     tlsHandshakeTimeoutMs: ms(config.frontendPolicies?.tls?.handshakeTimeout, 15_000),
     connectTimeoutMs: ms(backend.connectTimeout, 10_000),
     poolIdleTimeoutMs: ms(backend.poolIdleTimeout, 90_000),
@@ -750,6 +748,6 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
     if ("message" in workers) issues.add(workers.path, workers.message)
     const bodyIdle = bodyIdleTimeout(env)
     if ("message" in bodyIdle) issues.add(BODY_IDLE_TIMEOUT_ENV, bodyIdle.message)
-    if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
-    return Effect.succeed({ binds, settings: settings(config, env), backends: namedBackendRefs(ctx) })
+    if (issues.list.length > 0 || "message" in bodyIdle) return Effect.fail(new ConfigError({ issues: issues.list }))
+    return Effect.succeed({ binds, settings: settings(config, env, bodyIdle.ms), backends: namedBackendRefs(ctx) })
   })
