@@ -13,7 +13,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freePort, type Running, startGateway } from "../support/Harness.ts"
+import { freePorts, type Running, startGateway } from "../support/Harness.ts"
 import { connectClient } from "../support/McpClient.ts"
 
 const paged = path.resolve(import.meta.dirname, "../support/mcp/PagedServer.ts")
@@ -56,7 +56,10 @@ describe("MCP paginated upstream lists", () => {
       logs[k] = path.join(dir, `${k}.log`)
       fs.writeFileSync(logs[k], "")
     }
-    for (const k of ["FED", "ALWAYS", "SINGLE", "CLOSED", "OPEN"]) ports[k] = await freePort()
+    // Picked together: one at a time, the kernel may hand the same free port out twice.
+    const names = ["FED", "ALWAYS", "SINGLE", "CLOSED", "OPEN"]
+    const picked = await freePorts(names.length)
+    names.forEach((k, i) => (ports[k] = picked[i]!))
     gw = await startGateway(config(logs), { vars: ports })
   })
   afterAll(async () => {
