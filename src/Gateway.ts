@@ -28,6 +28,7 @@ import * as Normalize from "./config/Normalize.ts"
 import * as Watch from "./config/Watch.ts"
 import type * as Ir from "./ir/Ir.ts"
 import type { LocalConfig } from "./config/LocalConfig.ts"
+import { DEFAULT_IDLE_TIMEOUT_MS } from "./listeners/BodyWatch.ts"
 import { ListenerSet } from "./listeners/Listeners.ts"
 import * as Handover from "./mcp/Handover.ts"
 import { AccessLog } from "./observability/AccessLog.ts"
@@ -35,7 +36,6 @@ import * as LogLevel from "./observability/LogLevel.ts"
 import { RequestMetrics } from "./observability/Metrics.ts"
 import * as Telemetry from "./observability/Telemetry.ts"
 import * as Tracing from "./observability/Tracing.ts"
-import * as RequestBody from "./pipeline/RequestBody.ts"
 import * as Snapshot from "./state/Snapshot.ts"
 import { VERSION } from "./Version.ts"
 
@@ -139,7 +139,7 @@ export class Gateway extends Context.Service<Gateway, {
         const listeners = new ListenerSet({
           current: () => current?.compiled,
           maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
-          bodyIdleTimeoutMs: () => current?.compiled.ir.settings.requestBodyIdleTimeoutMs ?? RequestBody.IDLE_TIMEOUT_MS,
+          bodyIdleTimeoutMs: () => current?.compiled.ir.settings.requestBodyIdleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
           accessLog: () => accessLog,
           metrics,
           context,

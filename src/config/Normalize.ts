@@ -11,7 +11,7 @@ import * as os from "node:os"
 import * as WorkerCount from "../cluster/WorkerCount.ts"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
-import * as RequestBody from "../pipeline/RequestBody.ts"
+import { DEFAULT_IDLE_TIMEOUT_MS } from "../listeners/BodyWatch.ts"
 import { firstFoundWins, mostSpecificReplaces } from "../state/PolicyMerge.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"
 import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
@@ -709,7 +709,7 @@ const terminationDeadline = (raw: C.RawConfig, env: Env.Lookup): number => {
  */
 const bodyIdleTimeout = (env: Env.Lookup): { readonly ms: number } | { readonly message: string } => {
   const raw = env(BODY_IDLE_TIMEOUT_ENV)
-  if (raw === undefined) return { ms: RequestBody.IDLE_TIMEOUT_MS }
+  if (raw === undefined) return { ms: DEFAULT_IDLE_TIMEOUT_MS }
   if (!Duration.isDuration(raw)) return { message: `invalid duration "${raw}" (expected e.g. "30s", "1m"; "0s" turns it off)` }
   return { ms: Duration.parseMillis(raw) }
 }

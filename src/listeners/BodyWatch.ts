@@ -9,13 +9,16 @@
  * the gateway is waiting for it (the stream flows and nothing is buffered, or it was abandoned
  * after an early answer) and the socket has read no byte for `idleMs`: a body nobody reads yet
  * (policies still running) or one the gateway holds back because the upstream is slow is never
- * the client's fault. One timer per listener
- * port, running only while some body is watched, checks every `idleMs / 4` (at most 1 s).
+ * the client's fault. One timer per listener port, running only while some body is watched,
+ * checks every `idleMs / 4` (at most 1 s).
  *
  * @since 0.1.0
  */
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
+
+/** Default longest pause in a body the gateway is reading (REQUEST_BODY_IDLE_TIMEOUT): 408 after it. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
 
 export interface Watched {
   readonly req: IncomingMessage
@@ -70,11 +73,6 @@ export class BodyWatch {
    */
   done(entry: Watched): void {
     if (!stillComing(entry.req, entry.socket)) this.watched.delete(entry)
-  }
-
-  /** How many bodies are being watched (tests). */
-  get size(): number {
-    return this.watched.size
   }
 
   private readonly check = (): void => {

@@ -7,7 +7,8 @@
  * reader (and the upstream call, and each retry attempt) sees the same bytes. A body larger
  * than `limit` is not an error: what was read is kept as a prefix in front of the rest of the
  * stream, the request still forwards whole, and `read` answers `undefined` ("not available"),
- * as upstream treats a body over `maxBufferSize`.
+ * as upstream treats a body over `maxBufferSize`. A body that stops arriving while it is read
+ * is cut by the listener (`listeners/BodyWatch.ts`: 408, which interrupts the read).
  *
  * @since 0.1.0
  */
@@ -28,15 +29,6 @@ export type State =
 export const untouched: State = { _tag: "Stream" }
 
 const EMPTY = new Uint8Array(0)
-
-/**
- * Default longest pause in a request body the gateway is reading, buffered here or streamed to
- * the upstream (REQUEST_BODY_IDLE_TIMEOUT). The listener enforces it for both
- * (`listeners/BodyWatch.ts`): the listener has no request timeout (streams may be long), so
- * without it a client that declares a body and then sends it byte by byte, or not at all, holds
- * a connection and a fiber forever (slowloris on the body): 408 and the connection is closed.
- */
-export const IDLE_TIMEOUT_MS = 30_000
 
 /** The declared length, or undefined for a chunked body. */
 const declaredLength = (ctx: ProxyRequest): number | undefined => {
