@@ -84,6 +84,7 @@ import {
   startGateway,
   stopChild,
   table,
+  variantFromEnv,
   verdict,
   WARMUP_SECONDS
 } from "./lib.ts"
@@ -375,13 +376,8 @@ const COMPARE = ARGS.compare === true
 if (COMPARE && WORKERS !== undefined) usageError("--compare and --workers are separate modes: give one")
 
 const variantB = (): GatewayVariant => {
-  const main = process.env["BENCH_B_MAIN"]
-  const args = process.env["BENCH_B_NODE_ARGS"]
-  if (main === undefined && args === undefined) return usageError("--compare needs BENCH_B_MAIN and/or BENCH_B_NODE_ARGS to say what B is")
-  return {
-    main: main === undefined ? undefined : path.resolve(ROOT, main),
-    nodeArgs: args === undefined ? undefined : args.split(/\s+/).filter((a) => a !== "")
-  }
+  const b = variantFromEnv()
+  return typeof b === "string" ? usageError(b) : b
 }
 
 interface Compared {

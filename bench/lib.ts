@@ -165,6 +165,21 @@ export interface GatewayVariant {
 }
 
 /**
+ * Gateway B of a `--compare` run: `BENCH_B_MAIN` (a dist/main.js, relative to the project)
+ * and/or `BENCH_B_NODE_ARGS` (node flags replacing BENCH_GATEWAY_NODE_ARGS); a message when
+ * neither is set.
+ */
+export const variantFromEnv = (): GatewayVariant | string => {
+  const main = process.env["BENCH_B_MAIN"]
+  const args = process.env["BENCH_B_NODE_ARGS"]
+  if (main === undefined && args === undefined) return "--compare needs BENCH_B_MAIN and/or BENCH_B_NODE_ARGS to say what B is"
+  return {
+    main: main === undefined ? undefined : path.resolve(ROOT, main),
+    nodeArgs: args === undefined ? undefined : args.split(/\s+/).filter((a) => a !== "")
+  }
+}
+
+/**
  * Starts dist/main.js with an inline config (or, given `file`, the config written to that file
  * and watched: `-f`) and waits until its data port answers, and with `workers` > 1 until its
  * readiness probe says every worker has started.

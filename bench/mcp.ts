@@ -27,6 +27,11 @@
  * bench/http.ts (BENCH_CONNECTIONS does not apply), and
  *   BENCH_SESSIONS   concurrent MCP sessions per path, one call in flight each (default 16)
  *   BENCH_SCENARIOS  "call" or "list" to run one scenario only (default both)
+ *
+ * `node bench/mcp.ts --compare` judges a change on the single-target tools/call path as
+ * `bench/http.ts --compare` does (gateway A = dist/main.js, B = BENCH_B_MAIN and/or
+ * BENCH_B_NODE_ARGS, and the baseline, in rotating slots; BENCH_REPEAT runs with fresh
+ * processes): CPU µs/call of each, B/A, the per-round B − A, calls/s and peak RSS.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
@@ -40,6 +45,9 @@ import {
   fixed,
   forkServer,
   freePort,
+  GATEWAY_MAIN,
+  GATEWAY_NODE_ARGS,
+  type GatewayVariant,
   grouped,
   isInterrupted,
   type LoadDriver,
@@ -47,20 +55,25 @@ import {
   MEASURE_SECONDS,
   type Measurement,
   NODE_BIN,
+  pairedDifference,
   pidOf,
   positive,
   type Proxy,
   proxyOf,
   ratioText,
+  REPEAT,
   reportTail,
   ROOT,
   runMain,
   runScenario,
   type Scenario,
   send,
+  signed,
   startGateway,
+  stopChild,
   table,
   track,
+  variantFromEnv,
   verdict,
   WARMUP_SECONDS
 } from "./lib.ts"
@@ -544,4 +557,74 @@ const main = async (): Promise<void> => {
   )
 }
 
-await runMain(main)
+// ---------------------------------------------------------------------------------------------
+// --compare: gateway A against gateway B on tools/call, in the same run
+
+/** A/B of one change on the single-target tools/call path: baseline, A and B in rotating slots. */
+const compareOnce = async (b: GatewayVariant): Promise<Array<Array<string>>> => {
+  const alpha = await forkServer("echo server alpha", "mcp-echo-server.ts", ["http", "alpha"])
+  const beta = await forkServer("echo server beta", "mcp-echo-server.ts", ["http", "beta"])
+  const baseline = await forkServer("baseline proxy", "baseline-proxy.ts", [`http://127.0.0.1:${alpha.port}`])
+  const gwA = await startGateway((port) => gatewayConfig(port, alpha.port, beta.port), "bench:mcp")
+  const gwB = await startGateway((port) => gatewayConfig(port, alpha.port, beta.port), "bench:mcp", 1, undefined, b)
+  const alphaPid = pidOf(alpha.child, "echo server alpha")
+  const proxies: ReadonlyArray<Proxy> = [
+    { ...proxyOf(BASELINE, baseline.port, baseline.child, "/mcp"), upstreamPids: [alphaPid] },
+    { ...proxyOf("A", gwA.port, gwA.child, "/one/mcp"), upstreamPids: [alphaPid] },
+    { ...proxyOf("B", gwB.port, gwB.child, "/one/mcp"), upstreamPids: [alphaPid] }
+  ]
+  // A/B figures of a B that does not do the same work would mislead: stop instead.
+  for (const p of proxies) {
+    const result = await sanityCheck(p.port, p.path ?? "/mcp", "alpha")
+    printCheck(p.name, result, `tools/call echo, tools/list of ${TOOLS.length}, whoami = alpha`)
+    if (result.length > 0) throw new Error(`sanity check failed for ${p.name}`)
+  }
+  for (const p of proxies) await prepare(p, isEcho)
+  process.stdout.write(`running ${CALL.name} ...\n`)
+  const ms = await runScenario(proxies, CALL, alphaPid, mcpLoad)
+  const of = (name: string) => ms.find((m) => m.proxy === name)
+  const [base, a, bm] = [of(BASELINE), of("A"), of("B")]
+  if (base === undefined || a === undefined || bm === undefined) throw new Error("a proxy was not measured")
+  for (const [name, child] of [[BASELINE, baseline.child], ["A", gwA.child], ["B", gwB.child]] as const) {
+    if (!alive(child)) throw new Error(`${name} died under load`)
+  }
+  await Promise.all(proxies.map((p) => targets.get(p)?.pool.close()))
+  for (const p of proxies) targets.delete(p)
+  for (const c of [baseline.child, gwA.child, gwB.child, alpha.child, beta.child]) await stopChild(c)
+  const diff = pairedDifference(a, bm)
+  return [[
+    fixed(base.cpuUsPerRequest, 1),
+    `${fixed(a.cpuUsPerRequest, 1)} (${fixed(a.cpuUsPerRequest / base.cpuUsPerRequest, 2)}x)`,
+    `${fixed(bm.cpuUsPerRequest, 1)} (${fixed(bm.cpuUsPerRequest / base.cpuUsPerRequest, 2)}x)`,
+    `${fixed(bm.cpuUsPerRequest / a.cpuUsPerRequest, 2)}x`,
+    `${signed(diff.median)} [${signed(diff.q1)}, ${signed(diff.q3)}]`,
+    `${grouped(perSecond(a))} / ${grouped(perSecond(bm))}`,
+    ...proxies.map((p) => fixed(p.peakRssUnderLoad / 1024, 0))
+  ]]
+}
+
+const mainCompare = async (): Promise<void> => {
+  const b = variantFromEnv()
+  if (typeof b === "string") throw new Error(b)
+  process.stdout.write(
+    `MCP A/B (tools/call, single target): ${SESSIONS} sessions per path, ${WARMUP_SECONDS} s warm-up + ${MEASURE_SECONDS} s measured` +
+      `${REPEAT > 1 ? `, ${REPEAT} runs with fresh processes` : ""}\n` +
+      `A: ${path.relative(ROOT, GATEWAY_MAIN)}${GATEWAY_NODE_ARGS.length > 0 ? ` with node ${GATEWAY_NODE_ARGS.join(" ")}` : ""}; ` +
+      `B: ${b.main ?? "the same command"}${b.nodeArgs === undefined ? "" : ` with node ${b.nodeArgs.join(" ")}`}\n`
+  )
+  const header = ["run", "baseline µs/call", "A µs/call", "B µs/call", "B/A", "B − A µs per round: median [IQR]", "A / B calls/s", "peak RSS MiB base", "A", "B"]
+  const rows: Array<Array<string>> = []
+  for (let run = 1; run <= REPEAT; run++) {
+    for (const row of await compareOnce(b)) rows.push([`${run}`, ...row])
+    process.stdout.write(`\n${table(header, rows, new Set([1, 2, 3, 4, 6, 7, 8, 9]))}\n\n`)
+  }
+}
+
+const COMPARE = process.argv.slice(2).includes("--compare")
+const unknown = process.argv.slice(2).filter((a) => a !== "--compare")
+if (unknown.length > 0) {
+  process.stderr.write(`bench/mcp.ts: unknown argument ${unknown.join(" ")} (only --compare)\n`)
+  process.exit(1)
+}
+
+await runMain(COMPARE ? mainCompare : main)

@@ -12,6 +12,7 @@ import { type ASTNode, type Environment, EvaluationError } from "@marcbachmann/c
 import { createHash, randomUUID } from "node:crypto"
 import * as net from "node:net"
 import * as LinearRegex from "../shared/LinearRegex.ts"
+import * as Headers from "../shared/headers.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Values: conversions between JSON and CEL (ints are BigInt, bytes are Uint8Array)
@@ -82,7 +83,7 @@ export const toJsonValue = (value: unknown): unknown => {
 /** Objects that serialise themselves (durations, IPs, context structs) via `toJSON`/`toString`. */
 const jsonOf = (value: object): unknown => {
   const proto: unknown = Object.getPrototypeOf(value)
-  if (proto === null || proto === Object.prototype) return undefined
+  if (proto === null || proto === Object.prototype || proto === Headers.PROTOTYPE) return undefined
   if ("toJSON" in value && typeof value.toJSON === "function") return toJsonValue(value.toJSON())
   return String(value)
 }

@@ -1,7 +1,7 @@
 /**
- * Header maps as Node keeps them: a null-prototype record of lower-case names to a string or,
- * for repeated headers, a list. Null prototypes keep `__proto__`/`constructor` header names
- * inert (security.md §5 #15). Used for request headers sent upstream and response headers
+ * Header maps as Node keeps them: a record of lower-case names to a string or, for repeated
+ * headers, a list, whose prototype chain holds nothing, which keeps `__proto__`/`constructor`
+ * header names inert (security.md §5 #15). Used for request headers sent upstream and response headers
  * written downstream, so policies mutate one representation everywhere.
  *
  * @since 0.1.0
@@ -10,7 +10,20 @@
 export type HeaderValue = string | Array<string>
 export type HeaderMap = Record<string, HeaderValue>
 
-export const empty = (): HeaderMap => Object.create(null) as HeaderMap
+/**
+ * The constructor of header maps. Its prototype is an empty null-prototype object: no
+ * `__proto__` accessor, no `constructor`, nothing inherited, so every header name is an own
+ * property (what `Object.create(null)` gives), while V8 keeps the instances' properties in
+ * hidden classes; `Object.create(null)` objects start in dictionary mode, which made building,
+ * reading and iterating a header map about 3.5× slower (a request and a response map each).
+ */
+function HeaderRecord(this: object) {}
+HeaderRecord.prototype = Object.freeze(Object.create(null))
+
+/** The prototype of every map `empty` makes: as inert as `null` (see `HeaderRecord`). */
+export const PROTOTYPE: object = HeaderRecord.prototype
+
+export const empty = (): HeaderMap => new (HeaderRecord as unknown as new() => HeaderMap)()
 
 export const get = (headers: HeaderMap, name: string): string | undefined => {
   const value = headers[name]
