@@ -6,7 +6,7 @@
  * - The token header MUST carry a `kid`; the key is looked up across the providers in order
  *   and the token is then checked against that provider's `iss`, `aud` (any-of, when
  *   audiences are configured) and required claims (default `["exp"]`), with `exp`/`nbf`
- *   checked whenever present, within `CLOCK_SKEW_SECONDS`.
+ *   checked whenever present, and an `iat` later than now refused, within `CLOCK_SKEW_SECONDS`.
  * - Algorithms come from the key, never from the token (RFC 8725 §3.1): each JWK is bound when
  *   imported to the algorithms its type and curve allow, so `none` and HS* (the RS→HS
  *   confusion) can never verify, and a JWK whose `alg` does not fit its key is a config error.
@@ -427,16 +427,20 @@ const makeVerifier = (issuers: ReadonlyArray<Issuer>, now: () => number, jose: J
         catch: reason
       }).pipe(
         Effect.flatMap(({ payload }) =>
-          Effect.try({
-            try: (): Verified => {
-              const claims = Functions.fromJson(decodePayload(token))
-              const sub = typeof payload.sub === "string" ? payload.sub : ""
-              const cap = at + VERIFIED_CACHE_MAX_AGE_MS
-              const validUntil = typeof payload.exp === "number" ? Math.min(cap, (payload.exp + CLOCK_SKEW_SECONDS) * 1000) : cap
-              return { claims, identity: `jwt:${issuer.issuer}|${sub}`, validUntil }
-            },
-            catch: () => invalid("malformed")
-          })
+          // jose bounds `iat` only together with a maximum token age: a token "issued" in the
+          // future is a clock or issuer fault, or one minted to outlive its key (RFC 8725 §3.10).
+          typeof payload.iat === "number" && payload.iat > at / 1000 + CLOCK_SKEW_SECONDS
+            ? Effect.fail(invalid("issued in the future"))
+            : Effect.try({
+              try: (): Verified => {
+                const claims = Functions.fromJson(decodePayload(token))
+                const sub = typeof payload.sub === "string" ? payload.sub : ""
+                const cap = at + VERIFIED_CACHE_MAX_AGE_MS
+                const validUntil = typeof payload.exp === "number" ? Math.min(cap, (payload.exp + CLOCK_SKEW_SECONDS) * 1000) : cap
+                return { claims, identity: `jwt:${issuer.issuer}|${sub}`, validUntil }
+              },
+              catch: () => invalid("malformed")
+            })
         )
       )
     })

@@ -2,7 +2,7 @@
  * security.md §4 rows not covered by JwtAuth.test.ts: keys never come from the token
  * (`jwk`, `jku`, `x5u` header parameters ignored, no fetch), unknown `crit` extensions are
  * rejected, an oversized `kid` is only an unknown key, and an empty `aud` array is not an
- * audience. (alg none, RS→HS, ES256 r=s=0, missing/unknown kid, exp/nbf and skew, iss/aud,
+ * audience; an `iat` beyond the clock skew in the future is refused. (alg none, RS→HS, ES256 r=s=0, missing/unknown kid, exp/nbf and skew, iss/aud,
  * unknown-kid flood and a dead JWKS server are in JwtAuth.test.ts.)
  */
 import { assert, describe, it } from "@effect/vitest"
@@ -105,5 +105,16 @@ describe("jwtAuth: keys come from the config only", () => {
       const check = yield* policy({ audiences: ["api"] })
       assert.deepStrictEqual(yield* check(compact({ alg: "RS256", kid: "rsa-1" }, { ...claims, aud: [] }, trusted.privateKey)), rejected("the token is invalid: audience not accepted"))
       assert.strictEqual((yield* check(compact({ alg: "RS256", kid: "rsa-1" }, { ...claims, aud: ["web", "api"] }, trusted.privateKey))).status, 200)
+    }))
+})
+
+describe("jwtAuth: token time claims", () => {
+  it.effect("an `iat` in the future beyond the clock skew is refused; within it, accepted", () =>
+    Effect.gen(function*() {
+      const check = yield* policy()
+      const at = (iat: number) => compact({ alg: "RS256", kid: "rsa-1" }, { ...claims, iat }, trusted.privateKey)
+      assert.deepStrictEqual(yield* check(at(JwtAuth.CLOCK_SKEW_SECONDS + 60)), rejected("the token is invalid: issued in the future"))
+      assert.strictEqual((yield* check(at(JwtAuth.CLOCK_SKEW_SECONDS - 30))).status, 200)
+      assert.strictEqual((yield* check(at(0))).status, 200)
     }))
 })
