@@ -29,6 +29,7 @@ import * as Watch from "./config/Watch.ts"
 import type * as Ir from "./ir/Ir.ts"
 import type { LocalConfig } from "./config/LocalConfig.ts"
 import { DEFAULT_IDLE_TIMEOUT_MS } from "./listeners/BodyWatch.ts"
+import { DEFAULT_SEND_TIMEOUT_MS } from "./listeners/SendWatch.ts"
 import { ListenerSet } from "./listeners/Listeners.ts"
 import * as Handover from "./mcp/Handover.ts"
 import { AccessLog } from "./observability/AccessLog.ts"
@@ -140,6 +141,7 @@ export class Gateway extends Context.Service<Gateway, {
           current: () => current?.compiled,
           maxHeaders: () => current?.compiled.ir.settings.http1MaxHeaders ?? 100,
           bodyIdleTimeoutMs: () => current?.compiled.ir.settings.requestBodyIdleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+          sendTimeoutMs: () => current?.compiled.ir.settings.responseSendTimeoutMs ?? DEFAULT_SEND_TIMEOUT_MS,
           accessLog: () => accessLog,
           metrics,
           context,

@@ -12,6 +12,7 @@ import * as WorkerCount from "../cluster/WorkerCount.ts"
 import type * as Ir from "../ir/Ir.ts"
 import { backendClass, gatewayPhase } from "../pipeline/PolicyOrder.ts"
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listeners/BodyWatch.ts"
+import { DEFAULT_SEND_TIMEOUT_MS } from "../listeners/SendWatch.ts"
 import { firstFoundWins, mostSpecificReplaces } from "../state/PolicyMerge.ts"
 import type { PolicyKey } from "../pipeline/Policy.ts"
 import { type ConfigIssue, ConfigError } from "./ConfigError.ts"
@@ -418,8 +419,8 @@ const fromGateways = (ctx: Context, config: C.LocalConfig): Array<Ir.Bind> => {
   })
 }
 
-/** `bodyIdleMs`: REQUEST_BODY_IDLE_TIMEOUT, already checked by `normalize`. */
-const settings = (config: C.LocalConfig, env: Env.Lookup, bodyIdleMs: number): Ir.Settings => {
+/** `limits`: REQUEST_BODY_IDLE_TIMEOUT and RESPONSE_SEND_TIMEOUT, already checked by `normalize`. */
+const settings = (config: C.LocalConfig, env: Env.Lookup, limits: { readonly bodyIdleMs: number; readonly sendMs: number }): Ir.Settings => {
   const raw = config.config ?? {}
   const http = config.frontendPolicies?.http ?? {}
   const backend = raw.backend ?? {}
@@ -435,7 +436,8 @@ const settings = (config: C.LocalConfig, env: Env.Lookup, bodyIdleMs: number): I
     maxBufferSize: http.maxBufferSize ?? 2 * MiB,
     http1MaxHeaders: http.http1MaxHeaders ?? 100,
     http1IdleTimeoutMs: ms(http.http1IdleTimeout, 600_000),
-    requestBodyIdleTimeoutMs: bodyIdleMs,
+    requestBodyIdleTimeoutMs: limits.bodyIdleMs,
+    responseSendTimeoutMs: limits.sendMs,
     tlsHandshakeTimeoutMs: ms(config.frontendPolicies?.tls?.handshakeTimeout, 15_000),
     connectTimeoutMs: ms(backend.connectTimeout, 10_000),
     poolIdleTimeoutMs: ms(backend.poolIdleTimeout, 90_000),
@@ -702,18 +704,24 @@ const terminationDeadline = (raw: C.RawConfig, env: Env.Lookup): number => {
 }
 
 /**
- * REQUEST_BODY_IDLE_TIMEOUT (ours; agentgateway has no such setting): the longest pause in a
- * request body the gateway is reading before it answers 408 (listeners/BodyWatch.ts). "0s"
- * turns the watch off. Default 30 s, as nginx's `client_body_timeout` 60 s and haproxy's
- * anti-DoS 5 s bracket it.
+ * A watchdog limit from the environment (ours; agentgateway has neither): `fallbackMs` when
+ * unset, "0s" turns the watch off, anything else not a duration is a config error naming the
+ * variable. Both default to 30 s, as nginx's `client_body_timeout`/`send_timeout` 60 s and
+ * haproxy's anti-DoS 5 s bracket it.
  */
-const bodyIdleTimeout = (env: Env.Lookup): { readonly ms: number } | { readonly message: string } => {
-  const raw = env(BODY_IDLE_TIMEOUT_ENV)
-  if (raw === undefined) return { ms: DEFAULT_IDLE_TIMEOUT_MS }
-  if (!Duration.isDuration(raw)) return { message: `invalid duration "${raw}" (expected e.g. "30s", "1m"; "0s" turns it off)` }
-  return { ms: Duration.parseMillis(raw) }
+const envLimit = (env: Env.Lookup, name: string, fallbackMs: number, issues: Issues): number => {
+  const raw = env(name)
+  if (raw === undefined) return fallbackMs
+  if (!Duration.isDuration(raw)) {
+    issues.add(name, `invalid duration "${raw}" (expected e.g. "30s", "1m"; "0s" turns it off)`)
+    return fallbackMs
+  }
+  return Duration.parseMillis(raw)
 }
+/** The longest pause in a request body the gateway is reading before it answers 408 (listeners/BodyWatch.ts). */
 export const BODY_IDLE_TIMEOUT_ENV = "REQUEST_BODY_IDLE_TIMEOUT"
+/** The longest time a response waits for the client to take any byte before its connection is closed (listeners/SendWatch.ts). */
+export const SEND_TIMEOUT_ENV = "RESPONSE_SEND_TIMEOUT"
 
 export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect<Ir.Snapshot, ConfigError> =>
   Effect.suspend(() => {
@@ -746,8 +754,10 @@ export const normalize = (config: C.LocalConfig, env: Env.Lookup): Effect.Effect
     }
     const workers = WorkerCount.resolve(config.config?.workerThreads, env, os.availableParallelism())
     if ("message" in workers) issues.add(workers.path, workers.message)
-    const bodyIdle = bodyIdleTimeout(env)
-    if ("message" in bodyIdle) issues.add(BODY_IDLE_TIMEOUT_ENV, bodyIdle.message)
-    if (issues.list.length > 0 || "message" in bodyIdle) return Effect.fail(new ConfigError({ issues: issues.list }))
-    return Effect.succeed({ binds, settings: settings(config, env, bodyIdle.ms), backends: namedBackendRefs(ctx) })
+    const limits = {
+      bodyIdleMs: envLimit(env, BODY_IDLE_TIMEOUT_ENV, DEFAULT_IDLE_TIMEOUT_MS, issues),
+      sendMs: envLimit(env, SEND_TIMEOUT_ENV, DEFAULT_SEND_TIMEOUT_MS, issues)
+    }
+    if (issues.list.length > 0) return Effect.fail(new ConfigError({ issues: issues.list }))
+    return Effect.succeed({ binds, settings: settings(config, env, limits), backends: namedBackendRefs(ctx) })
   })

@@ -40,6 +40,8 @@ export interface Settings {
   readonly http1IdleTimeoutMs: number
   /** REQUEST_BODY_IDLE_TIMEOUT: longest pause in a request body being read before 408; 0: no limit. */
   readonly requestBodyIdleTimeoutMs: number
+  /** RESPONSE_SEND_TIMEOUT: longest time a response waits for the client to take any byte; 0: no limit. */
+  readonly responseSendTimeoutMs: number
   /** `frontendPolicies.tls.handshakeTimeout`: a client still handshaking after this long is disconnected. */
   readonly tlsHandshakeTimeoutMs: number
   readonly connectTimeoutMs: number

@@ -9,13 +9,14 @@
  * the gateway is waiting for it (the stream flows and nothing is buffered, or it was abandoned
  * after an early answer) and the socket has read no byte for `idleMs`: a body nobody reads yet
  * (policies still running) or one the gateway holds back because the upstream is slow is never
- * the client's fault. One timer per listener port, running only while some body is watched,
- * checks every `idleMs / 4` (at most 1 s).
+ * the client's fault. One timer per listener port (`Sweep.ts`), running only while some body is
+ * watched, checks every `idleMs / 4` (at most 1 s).
  *
  * @since 0.1.0
  */
 import type { IncomingMessage } from "node:http"
 import type { Socket } from "node:net"
+import { Sweep, type Verdict } from "./Sweep.ts"
 
 /** Default longest pause in a body the gateway is reading (REQUEST_BODY_IDLE_TIMEOUT): 408 after it. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000
@@ -40,13 +41,11 @@ const stillComing = (req: IncomingMessage, socket: Socket): boolean => !req.comp
 const waitingForClient = (req: IncomingMessage): boolean => req.destroyed || (req.readableFlowing === true && req.readableLength === 0)
 
 export class BodyWatch {
-  private readonly watched = new Set<Watched>()
-  private timer: ReturnType<typeof setInterval> | undefined
-  private readonly idleMs: () => number
+  private readonly sweep: Sweep<Watched>
 
   /** `idleMs()` is read at each check (a reload applies to bodies already watched); 0 turns the watch off. */
   constructor(idleMs: () => number) {
-    this.idleMs = idleMs
+    this.sweep = new Sweep(idleMs, check)
   }
 
   /**
@@ -54,15 +53,10 @@ export class BodyWatch {
    * the entry for `done`, or undefined when there is nothing to watch.
    */
   watch(req: IncomingMessage, onStall: () => void): Watched | undefined {
-    const idle = this.idleMs()
     const socket = req.socket
-    if (idle <= 0 || !stillComing(req, socket)) return undefined
+    if (this.sweep.limit() <= 0 || !stillComing(req, socket)) return undefined
     const entry: Watched = { req, socket, bytes: socket.bytesRead, since: performance.now(), onStall }
-    this.watched.add(entry)
-    if (this.timer === undefined) {
-      this.timer = setInterval(this.check, Math.max(10, Math.min(1000, idle / 4)))
-      this.timer.unref()
-    }
+    this.sweep.add(entry)
     return entry
   }
 
@@ -72,30 +66,20 @@ export class BodyWatch {
    * under the 64 KiB POST load). A body still coming stays watched.
    */
   done(entry: Watched): void {
-    if (!stillComing(entry.req, entry.socket)) this.watched.delete(entry)
+    if (!stillComing(entry.req, entry.socket)) this.sweep.delete(entry)
   }
+}
 
-  private readonly check = (): void => {
-    const idle = this.idleMs()
-    const now = performance.now()
-    for (const w of this.watched) {
-      const req = w.req
-      if (!stillComing(req, w.socket) || idle <= 0) {
-        this.watched.delete(w)
-        continue
-      }
-      const bytes = w.socket.bytesRead
-      if (bytes !== w.bytes || !waitingForClient(req)) {
-        w.bytes = bytes
-        w.since = now
-      } else if (now - w.since >= idle) {
-        this.watched.delete(w)
-        w.onStall()
-      }
-    }
-    if (this.watched.size === 0 && this.timer !== undefined) {
-      clearInterval(this.timer)
-      this.timer = undefined
-    }
+const check = (w: Watched, now: number, idle: number): Verdict => {
+  const req = w.req
+  if (!stillComing(req, w.socket)) return "drop"
+  const bytes = w.socket.bytesRead
+  if (bytes !== w.bytes || !waitingForClient(req)) {
+    w.bytes = bytes
+    w.since = now
+  } else if (now - w.since >= idle) {
+    w.onStall()
+    return "drop"
   }
+  return "keep"
 }

@@ -30,6 +30,7 @@ import { normalizeTarget } from "../routing/Path.ts"
 import * as Headers from "../shared/headers.ts"
 import type { CompiledBind, CompiledListener } from "../state/Snapshot.ts"
 import { BodyWatch, type Watched } from "./BodyWatch.ts"
+import { SendWatch } from "./SendWatch.ts"
 
 export interface HandlerEnv {
   /** The bind of the snapshot serving now; read per request so a reload applies at once. */
@@ -45,6 +46,8 @@ export interface HandlerEnv {
   readonly telemetry: () => Telemetry.Telemetry
   /** Longest pause in a request body the gateway is reading before 408 (BodyWatch.ts); 0: none. */
   readonly bodyIdleTimeoutMs: () => number
+  /** Longest time a response waits for the client to take any byte before the connection is closed (SendWatch.ts); 0: none. */
+  readonly sendTimeoutMs: () => number
 }
 
 /**
@@ -196,13 +199,17 @@ const reject = (
 class CountingSink implements BodySink {
   private readonly res: ServerResponse
   private readonly ctx: ProxyRequest
-  constructor(res: ServerResponse, ctx: ProxyRequest) {
+  private readonly sends: SendWatch
+  constructor(res: ServerResponse, ctx: ProxyRequest, sends: SendWatch) {
     this.res = res
     this.ctx = ctx
+    this.sends = sends
   }
   write(chunk: Uint8Array): boolean {
     this.ctx.responseBytes += chunk.length
-    return this.res.write(chunk)
+    if (this.res.write(chunk)) return true
+    this.sends.watch(this.res, this.ctx)
+    return false
   }
   end(): void {
     this.res.end()
@@ -220,7 +227,8 @@ class CountingSink implements BodySink {
 
 const sourceAddr = (address: string, port: number) => (address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`)
 
-const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest | undefined, response: ProxyResponse) => {
+/** `sends` with `ctx`: a response the client does not take is watched (SendWatch.ts). */
+const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest | undefined, response: ProxyResponse, sends?: SendWatch) => {
   const queued = ctx?.queuedResponseHeaders
   if (queued !== undefined) for (const [name, value] of queued) Headers.append(response.headers, name, value)
   const open = ctx?.openBodies
@@ -233,11 +241,14 @@ const writeResponse = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequ
     res.writeHead(response.status, response.headers)
     const head = req.method === "HEAD"
     res.end(head ? undefined : body)
-    if (ctx !== undefined && !head) ctx.responseBytes += length
+    if (ctx !== undefined && !head) {
+      ctx.responseBytes += length
+      sends?.watch(res, ctx)
+    }
     return
   }
   res.writeHead(response.status, response.headers)
-  body.pipeTo(ctx === undefined ? res : new CountingSink(res, ctx))
+  body.pipeTo(ctx === undefined || sends === undefined ? res : new CountingSink(res, ctx, sends))
 }
 
 const bindLabel = (port: number) => `bind/${port}`
@@ -264,6 +275,7 @@ const verifiedFor = (bind: CompiledBind, listener: CompiledListener, socket: unk
 export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") => {
   const bindName = bindLabel(port)
   const bodies = new BodyWatch(env.bodyIdleTimeoutMs)
+  const sends = new SendWatch(env.sendTimeoutMs)
   const run = (handler: Handler, ctx: ProxyRequest, onExit: (exit: Exit.Exit<ProxyResponse, ProxyError.ProxyError>) => void) =>
     // The request's context is the process context plus this request: one map copy, and no
     // wrapper effect around the handler.
@@ -347,7 +359,7 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
         response = ProxyError.toResponse(error)
       }
       written = response
-      writeSafely(req, res, ctx, response)
+      writeSafely(req, res, ctx, response, sends)
     }
     if (listener === undefined) {
       return finish(Exit.fail(ProxyError.make({ _tag: "ListenerNotFound" })))
@@ -365,9 +377,9 @@ export const make = (env: HandlerEnv, port: number, scheme: "http" | "https") =>
 }
 
 /** A header value a policy produced that Node refuses must not crash the process. */
-const writeSafely = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest, response: ProxyResponse) => {
+const writeSafely = (req: IncomingMessage, res: ServerResponse, ctx: ProxyRequest, response: ProxyResponse, sends: SendWatch) => {
   try {
-    writeResponse(req, res, ctx, response)
+    writeResponse(req, res, ctx, response, sends)
   } catch {
     if (!res.headersSent) writeResponse(req, res, undefined, Response.text(500, "internal error"))
     else res.destroy()
@@ -427,7 +439,7 @@ const complete = (
   env.metrics.request(record)
   const trace = ctx.trace
   if (trace !== undefined) {
-    trace.tracer.end(ctx, trace, status, error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error), written)
+    trace.tracer.end(ctx, trace, status, closedText(ctx, res, error), written)
   }
   if (!logged) return
   log.log(REQUEST_FIELDS, [
@@ -462,7 +474,7 @@ const complete = (
     mcp?.promptName,
     mcp?.sessionId,
     ctx.retryAttempt,
-    error === undefined ? (res.writableFinished ? undefined : "downstream closed") : errorText(error),
+    closedText(ctx, res, error),
     // Upstream logs the reason only when something other than the upstream answered.
     reason === "Upstream" ? undefined : reason,
     `${Math.round(seconds * 1000)}ms`
@@ -488,6 +500,16 @@ const mcpResourceType = (method: string): string | undefined => {
 /** The `sub` claim of a verified JWT (jwtAuth's CEL `jwt` root), as upstream logs it. */
 const jwtSub = (claims: unknown): string | undefined =>
   typeof claims === "object" && claims !== null && "sub" in claims && typeof claims.sub === "string" ? claims.sub : undefined
+
+/** The access log's and trace's error: the pipeline's, else why the response did not finish. */
+const closedText = (ctx: ProxyRequest, res: ServerResponse, error: ProxyError.ProxyError | undefined): string | undefined =>
+  error !== undefined
+    ? errorText(error)
+    : ctx.sendTimedOut
+    ? "response send timeout"
+    : res.writableFinished
+    ? undefined
+    : "downstream closed"
 
 /** Error text for logs: the reason and, for upstream failures, the cause (never sent to clients). */
 const errorText = (error: ProxyError.ProxyError): string => {

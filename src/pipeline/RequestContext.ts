@@ -76,6 +76,8 @@ export class ProxyRequest {
   retryAttempt: number | undefined = undefined
   /** Response body bytes written downstream so far (`agentgateway_response_bytes_total`). */
   responseBytes = 0
+  /** The client took no byte of the response for RESPONSE_SEND_TIMEOUT and was disconnected (listeners/SendWatch.ts). */
+  sendTimedOut = false
   /**
    * Who the caller is, as an authentication policy established it (JWT `iss`+`sub`, API key id);
    * MCP sessions are bound to it. undefined: anonymous.

@@ -11,6 +11,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { ConfigIssue } from "../../src/config/ConfigError.ts"
+import { BODY_IDLE_TIMEOUT_ENV, SEND_TIMEOUT_ENV } from "../../src/config/Normalize.ts"
 import { validate } from "../../src/Gateway.ts"
 
 const dir = path.resolve(import.meta.dirname, "../../../shared/reference/agentgateway/examples")
@@ -70,7 +71,7 @@ const issuesOf = async (file: string): Promise<ReadonlyArray<ConfigIssue> | "val
   // Upstream examples read API keys from the environment: any variable is defined here, except
   // SESSION_KEY, which must be 64 hex chars when set, and WORKER_THREADS, a count (none of the examples sets them).
   const exit = await Effect.runPromiseExit(
-    validate({ _tag: "File", path: path.join(dir, file), watch: false }, (name) => (name === "SESSION_KEY" || name === "WORKER_THREADS" || name === "REQUEST_BODY_IDLE_TIMEOUT" ? undefined : "dummy"))
+    validate({ _tag: "File", path: path.join(dir, file), watch: false }, (name) => (name === "SESSION_KEY" || name === "WORKER_THREADS" || name === BODY_IDLE_TIMEOUT_ENV || name === SEND_TIMEOUT_ENV ? undefined : "dummy"))
   )
   if (Exit.isSuccess(exit)) return "valid"
   const error = Cause.squash(exit.cause)
