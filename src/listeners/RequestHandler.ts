@@ -223,6 +223,9 @@ class CountingSink implements BodySink {
   get writableFinished(): boolean {
     return this.res.writableFinished
   }
+  get writableNeedDrain(): boolean {
+    return this.res.writableNeedDrain
+  }
 }
 
 const sourceAddr = (address: string, port: number) => (address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`)

@@ -59,9 +59,13 @@ export class SseBody implements StreamBody {
     }
   }
 
-  /** An SSE comment: makes the response head go out on a stream with nothing to say yet. */
+  /**
+   * An SSE comment: makes the response head go out on a stream with nothing to say yet. None
+   * while the client is not taking what was sent: it would keep nothing alive, and each one
+   * would count as output the client took no byte of (listeners/SendWatch.ts).
+   */
   comment(): void {
-    if (this.closed || this.ended) return
+    if (this.closed || this.ended || this.sink?.writableNeedDrain === true) return
     const frame = Buffer.from(":\n\n")
     if (this.sink !== undefined) this.sink.write(frame)
     else {

@@ -29,6 +29,8 @@ export interface BodySink {
   destroy(error?: Error): void
   once(event: "drain" | "close", listener: () => void): unknown
   readonly writableFinished: boolean
+  /** A write asked to wait and no `drain` came yet (the client is not taking bytes); absent: unknown. */
+  readonly writableNeedDrain?: boolean
 }
 
 export type Body = undefined | string | Uint8Array | StreamBody

@@ -90,6 +90,27 @@ describe("MCP sessions", () => {
 })
 
 describe("MCP GET stream", () => {
+  it("gets no keep-alive comment while its client is not taking bytes", () => {
+    const frames: Array<string> = []
+    let backedUp = true
+    const stream = new SseBody()
+    stream.pipeTo({
+      write: (c) => (frames.push(Buffer.from(c).toString("utf8")), true),
+      end: () => undefined,
+      destroy: () => undefined,
+      once: () => undefined,
+      writableFinished: false,
+      get writableNeedDrain() {
+        return backedUp
+      }
+    })
+    stream.comment()
+    assert.deepStrictEqual(frames, [])
+    backedUp = false
+    stream.comment()
+    assert.deepStrictEqual(frames, [":\n\n"])
+  })
+
   it.live("gets a keep-alive comment every GET_HEARTBEAT_MS while open, and none once closed", () =>
     Effect.gen(function*() {
       vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] })
