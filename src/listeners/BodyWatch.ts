@@ -72,7 +72,7 @@ export class BodyWatch {
 
 const check = (w: Watched, now: number, idle: number): Verdict => {
   const req = w.req
-  if (!stillComing(req, w.socket)) return "drop"
+  if (idle <= 0 || !stillComing(req, w.socket)) return "drop"
   const bytes = w.socket.bytesRead
   if (bytes !== w.bytes || !waitingForClient(req)) {
     w.bytes = bytes

@@ -16,10 +16,11 @@
  *
  * "Pending" is what Node has not yet seen written (`writableLength`, a write counting until
  * libuv wrote all of it). Progress is `bytesWritten` (what the gateway wrote) minus what libuv
- * still queues for the socket (`writeQueueSize` of the TCP or TLS handle, which moves with every
- * partial write even while one large write is in flight): it grows when the kernel takes bytes, and also when the
- * gateway writes more, which backpressure bounds to a chunk past the point where writes ask to
- * wait. Sampled pending alone is no measure: a steady reader's socket refills between checks.
+ * still queues for the socket (`writeQueueSize` of the TCP or TLS handle, which moves with
+ * every partial write even while one large write is in flight): it grows when the kernel takes
+ * bytes, and also when the gateway writes more, which backpressure bounds to a chunk past the
+ * point where writes ask to wait (SSE keep-alive comments are skipped then). Sampled pending
+ * bytes alone are no measure: a steady reader's socket refills between checks.
  *
  * @since 0.1.0
  */
@@ -83,7 +84,7 @@ export class SendWatch {
 
   private readonly check = (w: Watched, now: number, idle: number): Verdict => {
     const socket = w.socket
-    if (socket.destroyed || pendingOf(socket) === 0) {
+    if (idle <= 0 || socket.destroyed || pendingOf(socket) === 0) {
       this.watched.delete(socket)
       return "drop"
     }

@@ -16,7 +16,7 @@ export class Sweep<E> {
   private readonly idleMs: () => number
   private readonly step: (entry: E, now: number, idleMs: number) => Verdict
 
-  /** `step` sees each entry at every check; `idleMs()` 0 or less drops them all. */
+  /** `step` sees each entry at every check, with `idleMs()`; at 0 or less (turned off) it must drop them. */
   constructor(idleMs: () => number, step: (entry: E, now: number, idleMs: number) => Verdict) {
     this.idleMs = idleMs
     this.step = step
@@ -44,7 +44,7 @@ export class Sweep<E> {
     const idle = this.idleMs()
     const now = performance.now()
     for (const entry of this.entries) {
-      if (idle <= 0 || this.step(entry, now, idle) === "drop") this.entries.delete(entry)
+      if (this.step(entry, now, idle) === "drop") this.entries.delete(entry)
     }
     if (this.entries.size === 0 && this.timer !== undefined) {
       clearInterval(this.timer)
