@@ -28,6 +28,8 @@ export interface Watched {
   bytes: number
   since: number
   readonly onStall: () => void
+  /** The entry's place in the sweep (`shared/Bag.ts`). */
+  bagIndex: number
 }
 
 /** The body has not all arrived and its connection is open. */
@@ -55,7 +57,7 @@ export class BodyWatch {
   watch(req: IncomingMessage, onStall: () => void): Watched | undefined {
     const socket = req.socket
     if (this.sweep.limit() <= 0 || !stillComing(req, socket)) return undefined
-    const entry: Watched = { req, socket, bytes: socket.bytesRead, since: performance.now(), onStall }
+    const entry: Watched = { req, socket, bytes: socket.bytesRead, since: performance.now(), onStall, bagIndex: -1 }
     this.sweep.add(entry)
     return entry
   }

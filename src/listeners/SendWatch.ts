@@ -42,6 +42,7 @@ interface Watched {
   readonly mark: StallMark
   progress: number
   since: number
+  bagIndex: number
 }
 
 /** The handle's libuv write queue, where Node exposes it (TCP and TLS handles do). */
@@ -79,7 +80,7 @@ export class SendWatch {
     if (socket === null || pendingOf(socket) === 0) return
     if (socket.destroyed || this.watched.has(socket) || this.sweep.limit() <= 0) return
     this.watched.add(socket)
-    this.sweep.add({ socket, res, mark, progress: progressOf(socket), since: performance.now() })
+    this.sweep.add({ socket, res, mark, progress: progressOf(socket), since: performance.now(), bagIndex: -1 })
   }
 
   private readonly check = (w: Watched, now: number, idle: number): Verdict => {

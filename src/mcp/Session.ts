@@ -10,6 +10,7 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import { Bag } from "../shared/Bag.ts"
 import type { SseBody } from "./EventStream.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
@@ -83,6 +84,15 @@ export class Revocations {
   }
 }
 
+/** A client request in flight (`Session.trackCall`). */
+interface TrackedCall {
+  readonly id: McpSchema.Id
+  readonly abandon: () => void
+  /** Registration order: of two calls with one id, the later is the one a cancellation names. */
+  readonly seq: number
+  bagIndex: number
+}
+
 export interface SessionStore {
   readonly get: (id: string) => Session | undefined
   readonly set: (id: string, session: Session) => void
@@ -151,8 +161,12 @@ export class Session {
   /** Cached upstream list results by `target|method`, and a generation per `target|method` for races. */
   private readonly cache = new Map<string, unknown>()
   private readonly generation = new Map<string, number>()
-  /** The client's requests in flight, by id: how to abandon each (`notifications/cancelled`). */
-  private readonly calls = new Map<string, () => void>()
+  /**
+   * The client's requests in flight: how to abandon each (`notifications/cancelled`). A `Bag`,
+   * not a `Map` by id: one entry comes and goes per call (see `shared/Bag.ts`).
+   */
+  private readonly calls = new Bag<TrackedCall>()
+  private callSeq = 0
   /** Waiting for `calls` to empty (`idle`). */
   private readonly idleWaiters = new Set<() => void>()
   /** Set by `release`: the session lives on in the next snapshot, so its upstream sessions are kept. */
@@ -240,14 +254,13 @@ export class Session {
 
   /**
    * Registers a client request in flight under its JSON-RPC id (a later one with the same id
-   * replaces it); the returned function unregisters it.
+   * is the one `cancelCall` finds); the returned function unregisters it.
    */
   trackCall(id: McpSchema.Id, abandon: () => void): () => void {
-    const key = typeof id === "number" ? `n${id}` : `s${id}`
-    this.calls.set(key, abandon)
+    const call: TrackedCall = { id, abandon, seq: ++this.callSeq, bagIndex: -1 }
+    this.calls.add(call)
     return () => {
-      if (this.calls.get(key) !== abandon) return
-      this.calls.delete(key)
+      if (!this.calls.delete(call)) return
       if (this.calls.size === 0) for (const done of [...this.idleWaiters]) done()
     }
   }
@@ -271,9 +284,13 @@ export class Session {
    */
   cancelCall(id: unknown): boolean {
     if (typeof id !== "number" && typeof id !== "string") return false
-    const abandon = this.calls.get(typeof id === "number" ? `n${id}` : `s${id}`)
-    if (abandon === undefined) return false
-    abandon()
+    // A scan: cancellations are rare, and a session has few calls in flight.
+    let latest: TrackedCall | undefined
+    this.calls.forEach((call) => {
+      if (call.id === id && (latest === undefined || call.seq > latest.seq)) latest = call
+    })
+    if (latest === undefined) return false
+    latest.abandon()
     return true
   }
 
