@@ -18,7 +18,9 @@ import * as Pipeline from "../pipeline/Pipeline.ts"
 import type { BackendSpec, BuildEnv, Handler, Middleware, PolicyKey } from "../pipeline/Policy.ts"
 import * as PolicyOrder from "../pipeline/PolicyOrder.ts"
 import * as ProxyError from "../pipeline/ProxyError.ts"
-import { currentRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
+import * as RequestBody from "../pipeline/RequestBody.ts"
+import { currentRequest, type ProxyRequest, type RouteInfo } from "../pipeline/RequestContext.ts"
+import type { ProxyResponse } from "../pipeline/ProxyResponse.ts"
 import * as BackendAuth from "../policies/BackendAuth.ts"
 import * as BackendTls from "../policies/BackendTls.ts"
 import * as McpAuthorization from "../policies/McpAuthorization.ts"
@@ -123,11 +125,7 @@ const hostCall = (ref: Ir.BackendRef, target: Ir.HostTarget, settings: Ir.Settin
     const pool = pools.get(target, settings, tls)
     const endpoint = `${target.host.includes(":") ? `[${target.host}]` : target.host}:${target.port}`
     const rewriteHost = target.isHostname ? hostHeader(target) : undefined
-    const call: Handler = Effect.flatMap(currentRequest, (ctx) => {
-      ctx.backend = ref.name
-      ctx.endpoint = endpoint
-      // Auto host rewrite for DNS-named backends; a policy that set the authority wins.
-      if (rewriteHost !== undefined && !ctx.authorityRewritten) ctx.headers["host"] = rewriteHost
+    const send = (ctx: ProxyRequest): Effect.Effect<ProxyResponse, ProxyError.ProxyError> => {
       const timeoutMs = ctx.backendRequestTimeoutMs
       // Applied here, per attempt, so a retry gets the whole budget again; the interruption aborts the exchange.
       const attempt = timeoutMs === undefined
@@ -141,6 +139,15 @@ const hostCall = (ref: Ir.BackendRef, target: Ir.HostTarget, settings: Ir.Settin
       if (signer === undefined) return sent
       ctx.upstreamSigner = undefined
       return Effect.andThen(signer(ctx), sent)
+    }
+    const call: Handler = Effect.flatMap(currentRequest, (ctx) => {
+      ctx.backend = ref.name
+      ctx.endpoint = endpoint
+      // Auto host rewrite for DNS-named backends; a policy that set the authority wins.
+      if (rewriteHost !== undefined && !ctx.authorityRewritten) ctx.headers["host"] = rewriteHost
+      // A small body is read before the exchange starts (RequestBody.smallFirst), outside the per-attempt deadline.
+      const first = RequestBody.smallFirst(ctx, settings.maxBufferSize)
+      return first === undefined ? send(ctx) : Effect.flatMap(first, () => send(ctx))
     })
     return call
   })

@@ -2,6 +2,7 @@
  * The HTTP data plane end to end: real gateway, real upstream, real sockets.
  */
 import * as http from "node:http"
+import * as net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
 import { rawRequest } from "../support/RawHttp.ts"
@@ -136,6 +137,34 @@ describe("proxying", () => {
     expect(ok.status).toBe(200)
     const back = Buffer.from(await ok.arrayBuffer())
     expect(back.equals(payload)).toBe(true)
+  })
+
+  // RequestBody.smallFirst: a small declared body is read before the exchange starts (it keeps
+  // young-generation GCs cheap); a larger one still streams as it arrives.
+  it("sends a small declared body once it has arrived, and streams a larger one as it arrives", async () => {
+    const exchange = async (length: number, first: number) => {
+      const before = upstream.received.length
+      const socket = net.connect(port, "127.0.0.1")
+      await new Promise<void>((resolve) => socket.once("connect", resolve))
+      let answer = ""
+      socket.on("data", (chunk: Buffer) => void (answer += chunk.toString("latin1")))
+      const ended = new Promise<void>((resolve) => socket.once("end", resolve))
+      const body = Buffer.alloc(length, 0x7a)
+      socket.write(`POST /api/body HTTP/1.1\r\nhost: gw.test\r\ncontent-length: ${length}\r\nconnection: close\r\n\r\n`)
+      socket.write(body.subarray(0, first))
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const reachedEarly = upstream.received.length > before
+      socket.write(body.subarray(first))
+      await ended
+      socket.destroy()
+      // "z" is no hex digit, so chunk-size lines do not count.
+      const echoed = (answer.slice(answer.indexOf("\r\n\r\n")).match(/z/g) ?? []).length
+      return { reachedEarly, status: answer.slice(0, 12), echoed: echoed === length }
+    }
+    const small = await exchange(10, 0)
+    expect(small).toEqual({ reachedEarly: false, status: "HTTP/1.1 200", echoed: true })
+    const large = await exchange(32 * 1024, 1024)
+    expect(large).toEqual({ reachedEarly: true, status: "HTTP/1.1 200", echoed: true })
   })
 
   it("delivers streamed chunks as they arrive, before the upstream finishes", async () => {
@@ -330,7 +359,8 @@ describe("request smuggling and header tricks (security.md §5 #1, #2, #15)", ()
       socket.write("GET /api/first HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /api/second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     })
     expect(raw.match(/^HTTP\/1\.1 200/gm)).toHaveLength(2)
-    const seen = upstream.received.slice(before)
+    // Two upstream exchanges, in either order: the first waits for its (small) body, the second has none.
+    const seen = upstream.received.slice(before).sort((a, b) => a.url.localeCompare(b.url))
     expect(seen.map((r) => r.url)).toEqual(["/api/first", "/api/second"])
     expect(seen[0]!.headers["content-length"]).toBe("5")
     expect(raw).toContain(`"body":"hello"`)
