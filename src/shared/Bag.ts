@@ -55,9 +55,4 @@ export class Bag<E extends Member> {
   forEach(visit: (entry: E) => void): void {
     for (const entry of this.items.slice()) if (this.items[entry.bagIndex] === entry) visit(entry)
   }
-
-  /** A copy of the entries. */
-  values(): Array<E> {
-    return this.items.slice()
-  }
 }

@@ -16,7 +16,11 @@ interface Entry {
 
 const entry = (name: string): Entry => ({ name, bagIndex: -1 })
 
-const names = (bag: Bag<Entry>): Array<string> => bag.values().map((e) => e.name).sort()
+const names = (bag: Bag<Entry>): Array<string> => {
+  const out: Array<string> = []
+  bag.forEach((e) => out.push(e.name))
+  return out.sort()
+}
 
 describe("Bag", () => {
   it("adds and deletes in any order, and knows what it holds", () => {

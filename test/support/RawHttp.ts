@@ -11,7 +11,15 @@ export interface RawResponse {
   readonly raw: string
 }
 
-export const rawRequest = (port: number, request: string, timeoutMs = 3000): Promise<RawResponse> =>
+/**
+ * `request` is the bytes to send, or a function that sends them in parts (`write`), pausing as
+ * it likes; the response is collected meanwhile.
+ */
+export const rawRequest = (
+  port: number,
+  request: string | ((write: (data: string) => void) => Promise<void>),
+  timeoutMs = 3000
+): Promise<RawResponse> =>
   new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1")
     let data = ""
@@ -36,7 +44,8 @@ export const rawRequest = (port: number, request: string, timeoutMs = 3000): Pro
     })
     socket.on("end", done)
     socket.on("error", (error) => (data === "" ? reject(error) : done()))
-    socket.write(request)
+    if (typeof request === "string") socket.write(request)
+    else request((part) => void socket.write(part)).catch(reject)
   })
 
 const dechunk = (body: string): string => {
