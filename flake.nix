@@ -44,9 +44,9 @@
             npmBuildScript = "build";
             nativeBuildInputs = [ pkgs.makeWrapper ];
             postInstall = ''
-              # --max-semi-space-size=8: as the container image (README, Operating > Memory).
+              # --max-semi-space-size=4: as the container image (README, Operating > Memory).
               makeWrapper ${nodejs}/bin/node $out/bin/agentgateway \
-                --add-flags "--max-semi-space-size=8 $out/lib/node_modules/effect-agentgateway/dist/main.js"
+                --add-flags "--max-semi-space-size=4 $out/lib/node_modules/effect-agentgateway/dist/main.js"
             '';
             meta = {
               description = "AI connectivity data plane (LLM, MCP, A2A gateway) compatible with agentgateway's config";

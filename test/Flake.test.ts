@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
+import { YOUNG_SEMI_SPACE_MIB } from "../src/shared/StartupMemory.ts"
 
 describe("flake.nix", () => {
   it("parses (nix-instantiate --parse)", () => {
@@ -27,7 +28,7 @@ describe("flake.nix", () => {
     expect(flake).toContain("npmConfigHook = pkgs.importNpmLock.npmConfigHook;")
     expect(flake).not.toMatch(/npmDepsHash|fakeHash/)
     // The wrapper starts node with the young-generation cap the container image sets too.
-    expect(flake).toContain('--add-flags "--max-semi-space-size=8 $out/lib/node_modules/effect-agentgateway/dist/main.js"')
+    expect(flake).toContain(`--add-flags "--max-semi-space-size=${YOUNG_SEMI_SPACE_MIB} $out/lib/node_modules/effect-agentgateway/dist/main.js"`)
   })
 
   it("gives every package of package-lock.json the registry URL of its tarball (lib.lockWithUrls)", () => {
