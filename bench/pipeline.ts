@@ -39,6 +39,7 @@ import * as Retry from "../src/policies/Retry.ts"
 import * as Timeout from "../src/policies/Timeout.ts"
 import * as Headers from "../src/shared/headers.ts"
 import { releaseStartupMemory, YOUNG_SEMI_SPACE_MIB } from "../src/shared/StartupMemory.ts"
+import { REQUEST_HEADERS, SIX_POLICIES } from "./six-policies.ts"
 
 const REQUESTS = Number(process.env["BENCH_PIPELINE_REQUESTS"] ?? 200_000)
 const IN_FLIGHT = Number(process.env["BENCH_PIPELINE_IN_FLIGHT"] ?? 32)
@@ -56,37 +57,18 @@ interface Step {
   readonly make: Effect.Effect<Middleware, ConfigError, Scope.Scope>
 }
 
-/** bench/policies' /p6 route, outermost first (the order PolicyOrder gives them). */
+const six = SIX_POLICIES
+/** bench/policies' /p6 route (`six-policies.ts`), outermost first (the order PolicyOrder gives them). */
 const STEPS: ReadonlyArray<Step> = [
-  { name: "timeout", make: Timeout.policy.make(Schema.decodeUnknownSync(Timeout.Config)({ requestTimeout: "2s" }), env, "timeout") },
+  { name: "timeout", make: Timeout.policy.make(Schema.decodeUnknownSync(Timeout.Config)(six.timeout), env, "timeout") },
+  { name: "cors", make: Cors.policy.make(Schema.decodeUnknownSync(Cors.Config)(six.cors), env, "cors") },
+  { name: "localRateLimit", make: LocalRateLimit.policy.make(Schema.decodeUnknownSync(LocalRateLimit.Config)(six.localRateLimit), env, "localRateLimit") },
+  { name: "authorization", make: Authorization.policy.make(Schema.decodeUnknownSync(Authorization.Config)(six.authorization), env, "authorization") },
   {
-    name: "cors",
-    make: Cors.policy.make(
-      Schema.decodeUnknownSync(Cors.Config)({ allowOrigins: ["*"], allowMethods: ["GET"], allowHeaders: ["content-type"], maxAge: "10m" }),
-      env,
-      "cors"
-    )
+    name: "requestHeaderModifier",
+    make: HeaderModifier.request.make(Schema.decodeUnknownSync(HeaderModifier.Config)(six.requestHeaderModifier), env, "requestHeaderModifier")
   },
-  {
-    name: "localRateLimit",
-    make: LocalRateLimit.policy.make(
-      Schema.decodeUnknownSync(LocalRateLimit.Config)([{ maxTokens: 1_000_000_000, tokensPerFill: 1_000_000_000, fillInterval: "1s" }]),
-      env,
-      "localRateLimit"
-    )
-  },
-  {
-    name: "authorization",
-    make: Authorization.policy.make(
-      Schema.decodeUnknownSync(Authorization.Config)({
-        rules: [`request.method == "GET" && request.path.startsWith("/") && request.headers["x-env"] == "bench"`]
-      }),
-      env,
-      "authorization"
-    )
-  },
-  { name: "requestHeaderModifier", make: HeaderModifier.request.make(Schema.decodeUnknownSync(HeaderModifier.Config)({ set: { "x-bench": "1" } }), env, "requestHeaderModifier") },
-  { name: "retry", make: Retry.policy.make(Schema.decodeUnknownSync(Retry.Config)({ attempts: 1, codes: [503] }), env, "retry") }
+  { name: "retry", make: Retry.policy.make(Schema.decodeUnknownSync(Retry.Config)(six.retry), env, "retry") }
 ]
 
 /** Answers at once, or (`later`) once `release` runs: the upstream of one request or of many in flight. */
@@ -114,13 +96,12 @@ const chain = (names: ReadonlyArray<string>, upstream: Handler): Handler => {
   return handler
 }
 
-/** The load's request: bench/policies sends Origin and x-env. */
+/** The load's request: bench/policies' headers (Origin, x-env). */
 const request = (): ProxyRequest => {
   const headers = Headers.empty()
   headers["host"] = "127.0.0.1:8080"
   headers["user-agent"] = "autocannon"
-  headers["origin"] = "http://bench.example"
-  headers["x-env"] = "bench"
+  for (const [name, value] of Object.entries(REQUEST_HEADERS)) headers[name] = value
   return new ProxyRequest({} as IncomingMessage, "GET", "/p6", "", "127.0.0.1", "127.0.0.1:8080", "http", "HTTP/1.1", headers, "127.0.0.1", 40000, 0)
 }
 

@@ -41,22 +41,14 @@ import {
   table,
   verdict,
 } from "./lib.ts"
+import { ORIGIN, RATE_LIMIT_TOKENS, REQUEST_HEADERS, SIX_POLICIES } from "./six-policies.ts"
 
-const ORIGIN = "http://bench.example"
 const HELLO = "hello, world\n"
 
 /** The 6-policy route's CPU per request over the baseline's must not exceed this. */
 const MAX_RATIO_SIX = 1.4
 
-const SMALL_GET: Scenario = { name: "small GET", method: "GET", path: "/", headers: { origin: ORIGIN, "x-env": "bench" }, body: undefined }
-
-const AUTHORIZATION_RULE = `request.method == "GET" && request.path.startsWith("/") && request.headers["x-env"] == "bench"`
-
-/** Far more tokens per second than 32 connections can ask for: the bucket never empties. */
-const RATE_LIMIT_TOKENS = 1_000_000_000
-
-/** Bounds the sanity check of the timeout (the upstream's /slow takes 3 s). */
-const REQUEST_TIMEOUT = "2s"
+const SMALL_GET: Scenario = { name: "small GET", method: "GET", path: "/", headers: { ...REQUEST_HEADERS }, body: undefined }
 
 const gatewayConfig = (port: number, upstreamPort: number): string => `
 binds:
@@ -70,13 +62,7 @@ binds:
       - host: 127.0.0.1:${upstreamPort}
     - name: p6
       matches: [{path: {pathPrefix: /p6}}]
-      policies:
-        cors: {allowOrigins: ["*"], allowMethods: [GET], allowHeaders: [content-type], maxAge: 10m}
-        requestHeaderModifier: {set: {x-bench: "1"}}
-        localRateLimit: [{maxTokens: ${RATE_LIMIT_TOKENS}, tokensPerFill: ${RATE_LIMIT_TOKENS}, fillInterval: 1s}]
-        authorization: {rules: [${JSON.stringify(AUTHORIZATION_RULE)}]}
-        timeout: {requestTimeout: ${REQUEST_TIMEOUT}}
-        retry: {attempts: 1, codes: [503]}
+      policies: ${JSON.stringify(SIX_POLICIES)}
       backends:
       - host: 127.0.0.1:${upstreamPort}
 `
