@@ -63,3 +63,61 @@ describe("capYoungGeneration", () => {
     expect(largest).toBeGreaterThan(3 * YOUNG_SEMI_SPACE_MIB * MIB)
   }, 60_000)
 })
+
+/**
+ * Scavenges in a child run with `--trace-parallel-scavenge`, which prints one line per scavenge
+ * task (`scavenge[…]: time=…`) and, with `--trace-gc`, one per scavenge: the most tasks any one
+ * scavenge had, after `scavengeOnMainThread` when `apply`.
+ */
+const tasksPerScavenge = (options: { readonly apply: boolean; readonly nodeArgs?: ReadonlyArray<string> }) => {
+  const script = `
+    const { scavengeOnMainThread } = await import(${JSON.stringify(MODULE)})
+    const applied = ${options.apply} ? scavengeOnMainThread() : false
+    console.log("applied=" + applied)
+    let window = []
+    for (let round = 0; round < 200; round++) {
+      for (let i = 0; i < 10_000; i++) {
+        window.push({ i, s: "x" + i })
+        if (window.length > 40_000) window = []
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  `
+  const out = execFileSync(process.execPath, [...(options.nodeArgs ?? []), "--trace-parallel-scavenge", "--trace-gc", "--input-type=module", "-e", script], {
+    encoding: "utf8",
+    env: { ...process.env, NODE_OPTIONS: "" }
+  })
+  let tasks = 0
+  let most = 0
+  let scavenges = 0
+  for (const line of out.split("\n")) {
+    if (/\bscavenge\[[^\]]*\]: time=/.test(line)) tasks++
+    else if (/\bScavenge\b/.test(line)) {
+      scavenges++
+      most = Math.max(most, tasks)
+      tasks = 0
+    }
+  }
+  return { applied: out.includes("applied=true"), scavenges, most }
+}
+
+describe("scavengeOnMainThread", () => {
+  it("without it, V8 scavenges with several tasks", () => {
+    const { scavenges, most } = tasksPerScavenge({ apply: false })
+    expect(scavenges).toBeGreaterThan(10)
+    expect(most).toBeGreaterThan(1)
+  }, 60_000)
+
+  it("makes every later scavenge one task, on the main thread", () => {
+    const { applied, scavenges, most } = tasksPerScavenge({ apply: true })
+    expect(applied).toBe(true)
+    expect(scavenges).toBeGreaterThan(10)
+    expect(most).toBe(1)
+  }, 60_000)
+
+  it("leaves an operator's own parallel-scavenge flag alone", () => {
+    const { applied, most } = tasksPerScavenge({ apply: true, nodeArgs: ["--parallel-scavenge"] })
+    expect(applied).toBe(false)
+    expect(most).toBeGreaterThan(1)
+  }, 60_000)
+})
