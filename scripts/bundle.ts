@@ -30,9 +30,11 @@ await esbuild.build({
   external: lazy,
   // Bundled CommonJS code calls require() for Node built-ins; an ES module has none of its own.
   banner: { js: "import { createRequire as __agwCreateRequire } from \"node:module\"; const require = __agwCreateRequire(import.meta.url);" },
-  minify: true,
-  // Names stay readable in logs and errors; `node --enable-source-maps` maps stack traces to src/.
-  keepNames: true,
+  // Whitespace and syntax only: identifiers keep their source names, so functions and classes are
+  // named as in src/ without `keepNames`, whose `__name()` helper is an `Object.defineProperty` for
+  // every closure created, several per request. `node --enable-source-maps` maps stack traces to src/.
+  minifyWhitespace: true,
+  minifySyntax: true,
   sourcemap: true,
   legalComments: "none",
   logLevel: "warning"
