@@ -15,31 +15,46 @@ import { YOUNG_SEMI_SPACE_MIB } from "../../src/shared/StartupMemory.ts"
 const MODULE = fileURLToPath(new URL("../../src/shared/StartupMemory.ts", import.meta.url))
 const MIB = 1024 * 1024
 
-/** Runs the workload in a child; returns whether the cap was installed and the young generation's size. */
-const youngGeneration = (options: { readonly cap: boolean; readonly nodeArgs?: ReadonlyArray<string> }) => {
+/**
+ * Runs `prelude` and then the workload in a fresh child (no NODE_OPTIONS): a rolling window of
+ * objects, in small tasks as requests are, with `afterTask` run between tasks. Returns stdout.
+ */
+const runChild = (nodeArgs: ReadonlyArray<string>, prelude: string, afterTask: string, rounds: number): string => {
   const script = `
-    import { getHeapSpaceStatistics } from "node:v8"
-    const { capYoungGeneration, releaseStartupMemory } = await import(${JSON.stringify(MODULE)})
-    if (${options.cap}) releaseStartupMemory()
-    const installed = ${options.cap} ? capYoungGeneration() : false
+    ${prelude}
     let window = []
-    let largest = 0
-    const size = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size
-    for (let round = 0; round < 3000; round++) {
+    for (let round = 0; round < ${rounds}; round++) {
       for (let i = 0; i < 10_000; i++) {
         window.push({ i, s: "x" + i })
         if (window.length > 40_000) window = []
       }
       // The observer runs between tasks, as it does between requests.
       await new Promise((resolve) => setImmediate(resolve))
-      largest = Math.max(largest, size())
+      ${afterTask}
     }
-    console.log(JSON.stringify({ installed, largest }))
   `
-  const out = execFileSync(process.execPath, [...(options.nodeArgs ?? []), "--input-type=module", "-e", script], {
+  return execFileSync(process.execPath, [...nodeArgs, "--input-type=module", "-e", script], {
     encoding: "utf8",
     env: { ...process.env, NODE_OPTIONS: "" }
   })
+}
+
+/** Runs the workload in a child; returns whether the cap was installed and the young generation's size. */
+const youngGeneration = (options: { readonly cap: boolean; readonly nodeArgs?: ReadonlyArray<string> }) => {
+  const out = runChild(
+    options.nodeArgs ?? [],
+    `
+    import { getHeapSpaceStatistics } from "node:v8"
+    const { capYoungGeneration, releaseStartupMemory } = await import(${JSON.stringify(MODULE)})
+    if (${options.cap}) releaseStartupMemory()
+    const installed = ${options.cap} ? capYoungGeneration() : false
+    let largest = 0
+    const size = () => getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size
+    process.on("beforeExit", () => console.log(JSON.stringify({ installed, largest })))
+    `,
+    "largest = Math.max(largest, size())",
+    3000
+  )
   return JSON.parse(out.trim()) as { installed: boolean; largest: number }
 }
 
@@ -67,30 +82,25 @@ describe("capYoungGeneration", () => {
 /**
  * Scavenges in a child run with `--trace-parallel-scavenge`, which prints one line per scavenge
  * task (`scavenge[…]: time=…`) and, with `--trace-gc`, one per scavenge: the most tasks any one
- * scavenge had, after `scavengeOnMainThread` when `apply`.
+ * scavenge had after `scavengeOnMainThread` (when `apply`) returned; earlier ones are not counted.
  */
+const APPLIED = "scavenge flag applied="
 const tasksPerScavenge = (options: { readonly apply: boolean; readonly nodeArgs?: ReadonlyArray<string> }) => {
-  const script = `
+  const out = runChild(
+    [...(options.nodeArgs ?? []), "--trace-parallel-scavenge", "--trace-gc"],
+    `
     const { scavengeOnMainThread } = await import(${JSON.stringify(MODULE)})
-    const applied = ${options.apply} ? scavengeOnMainThread() : false
-    console.log("applied=" + applied)
-    let window = []
-    for (let round = 0; round < 200; round++) {
-      for (let i = 0; i < 10_000; i++) {
-        window.push({ i, s: "x" + i })
-        if (window.length > 40_000) window = []
-      }
-      await new Promise((resolve) => setImmediate(resolve))
-    }
-  `
-  const out = execFileSync(process.execPath, [...(options.nodeArgs ?? []), "--trace-parallel-scavenge", "--trace-gc", "--input-type=module", "-e", script], {
-    encoding: "utf8",
-    env: { ...process.env, NODE_OPTIONS: "" }
-  })
+    console.log(${JSON.stringify(APPLIED)} + (${options.apply} ? scavengeOnMainThread() : false))
+    `,
+    "",
+    200
+  )
+  const lines = out.split("\n")
+  const from = lines.findIndex((line) => line.startsWith(APPLIED))
   let tasks = 0
   let most = 0
   let scavenges = 0
-  for (const line of out.split("\n")) {
+  for (const line of lines.slice(from + 1)) {
     if (/\bscavenge\[[^\]]*\]: time=/.test(line)) tasks++
     else if (/\bScavenge\b/.test(line)) {
       scavenges++
@@ -98,7 +108,7 @@ const tasksPerScavenge = (options: { readonly apply: boolean; readonly nodeArgs?
       tasks = 0
     }
   }
-  return { applied: out.includes("applied=true"), scavenges, most }
+  return { applied: lines[from] === `${APPLIED}true`, scavenges, most }
 }
 
 describe("scavengeOnMainThread", () => {
