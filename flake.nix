@@ -44,8 +44,10 @@
             npmBuildScript = "build";
             nativeBuildInputs = [ pkgs.makeWrapper ];
             postInstall = ''
-              # --max-semi-space-size=4: as the container image (README, Operating > Memory).
+              # --max-semi-space-size=4 and MALLOC_ARENA_MAX=2 (unless set): as the container image
+              # (README, Operating > Memory).
               makeWrapper ${nodejs}/bin/node $out/bin/agentgateway \
+                --set-default MALLOC_ARENA_MAX 2 \
                 --add-flags "--max-semi-space-size=4 $out/lib/node_modules/effect-agentgateway/dist/main.js"
             '';
             meta = {

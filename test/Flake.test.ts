@@ -8,6 +8,7 @@ import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { describe, expect, it } from "vitest"
+import { MALLOC_ARENAS } from "../src/shared/MallocArenas.ts"
 import { YOUNG_SEMI_SPACE_MIB } from "../src/shared/StartupMemory.ts"
 
 describe("flake.nix", () => {
@@ -27,7 +28,8 @@ describe("flake.nix", () => {
     expect(flake).toContain("npmDeps = pkgs.importNpmLock {")
     expect(flake).toContain("npmConfigHook = pkgs.importNpmLock.npmConfigHook;")
     expect(flake).not.toMatch(/npmDepsHash|fakeHash/)
-    // The wrapper starts node with the young-generation cap the container image sets too.
+    // The wrapper starts node with the young-generation and malloc-arena caps the container image sets too.
+    expect(flake).toContain(`--set-default MALLOC_ARENA_MAX ${MALLOC_ARENAS} \\`)
     expect(flake).toContain(`--add-flags "--max-semi-space-size=${YOUNG_SEMI_SPACE_MIB} $out/lib/node_modules/effect-agentgateway/dist/main.js"`)
   })
 

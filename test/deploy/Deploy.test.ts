@@ -22,6 +22,7 @@ import * as Load from "../../src/config/Load.ts"
 import { loadIr, validate } from "../../src/Gateway.ts"
 import type * as Ir from "../../src/ir/Ir.ts"
 import { SHUTDOWN_FLUSH_MS } from "../../src/observability/Tracing.ts"
+import { MALLOC_ARENAS } from "../../src/shared/MallocArenas.ts"
 import { YOUNG_SEMI_SPACE_MIB } from "../../src/shared/StartupMemory.ts"
 import { send } from "../support/Client.ts"
 import { freePort, type Running, startGateway } from "../support/Harness.ts"
@@ -290,6 +291,8 @@ describe("deploy/Dockerfile", () => {
 
   it("the runtime stage caps V8's young generation (peak memory under load, README Operating > Memory), a flag node accepts there", () => {
     const env = instruction(final, "ENV")
+    // And glibc's arenas, so that the gateway need not re-execute itself to cap them.
+    expect(env).toContain(`MALLOC_ARENA_MAX=${MALLOC_ARENAS}`)
     expect(env).toContain(`NODE_OPTIONS=--max-semi-space-size=${YOUNG_SEMI_SPACE_MIB}`)
     // Node refuses to start with a V8 flag it does not allow in NODE_OPTIONS; this one it takes.
     const res = spawnSync(process.execPath, ["-e", "console.log(require('v8').getHeapStatistics().total_heap_size > 0)"], {

@@ -8,6 +8,7 @@ import { isBuiltin } from "node:module"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
+import { MALLOC_ARENAS } from "../../src/shared/MallocArenas.ts"
 import { freePort } from "../support/Harness.ts"
 import { startUpstream } from "../support/Upstream.ts"
 
@@ -24,9 +25,9 @@ afterEach(() => {
 })
 
 /** Starts the gateway and resolves once its startup line is printed. */
-const serve = (args: ReadonlyArray<string>, stdin?: string) =>
+const serve = (args: ReadonlyArray<string>, stdin?: string, env: NodeJS.ProcessEnv = opsEnv) =>
   new Promise<{ child: ChildProcess; output: () => string; exited: Promise<number | null> }>((resolve, reject) => {
-    const child = spawn(process.execPath, [main, ...args], { cwd: root, env: opsEnv, stdio: ["pipe", "pipe", "pipe"] })
+    const child = spawn(process.execPath, [main, ...args], { cwd: root, env, stdio: ["pipe", "pipe", "pipe"] })
     children.push(child)
     let output = ""
     const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)))
@@ -103,6 +104,25 @@ describe("agentgateway CLI", () => {
     stdin.child.kill("SIGINT")
     expect(await stdin.exited).toBe(0)
   })
+
+  it.runIf(process.platform === "linux")(
+    "serves with glibc's malloc arenas capped (MallocArenas.ts): the same pid and arguments; an operator's MALLOC_ARENA_MAX wins",
+    async () => {
+      const { MALLOC_ARENA_MAX: _, ...unset } = opsEnv
+      const proc = (pid: number | undefined, file: string) => fs.readFileSync(`/proc/${pid}/${file}`, "utf8").split("\0").filter((s) => s !== "")
+      for (const [env, expected] of [[unset, `${MALLOC_ARENAS}`], [{ ...unset, MALLOC_ARENA_MAX: "5" }, "5"]] as const) {
+        const port = await freePort()
+        const args = ["-c", `{binds: [{port: ${port}, listeners: [{routes: [{policies: {directResponse: {status: 200, body: capped}}}]}]}]}`]
+        const gw = await serve(args, undefined, env)
+        // Serving is printed by the process that serves, after the re-execution: the spawned pid, its own arguments.
+        expect(proc(gw.child.pid, "environ").filter((v) => v.startsWith("MALLOC_ARENA_MAX="))).toEqual([`MALLOC_ARENA_MAX=${expected}`])
+        expect(proc(gw.child.pid, "cmdline")).toEqual([process.execPath, main, ...args])
+        expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe("capped")
+        gw.child.kill("SIGTERM")
+        expect(await gw.exited).toBe(0)
+      }
+    }
+  )
 
   it("fails to start with a config error and exit code 1, no stack trace", async () => {
     const res = cli(["-c", "binds: [{port: 1, listeners: [{routes: [{policies: {bogus: 1}}]}]}]"])
