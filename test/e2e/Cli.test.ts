@@ -108,7 +108,8 @@ describe("agentgateway CLI", () => {
   it.runIf(process.platform === "linux")(
     "serves with glibc's malloc arenas capped (MallocArenas.ts): the same pid and arguments; an operator's MALLOC_ARENA_MAX wins",
     async () => {
-      const { MALLOC_ARENA_MAX: _, ...unset } = opsEnv
+      const unset: NodeJS.ProcessEnv = { ...opsEnv }
+      delete unset["MALLOC_ARENA_MAX"]
       const proc = (pid: number | undefined, file: string) => fs.readFileSync(`/proc/${pid}/${file}`, "utf8").split("\0").filter((s) => s !== "")
       for (const [env, expected] of [[unset, `${MALLOC_ARENAS}`], [{ ...unset, MALLOC_ARENA_MAX: "5" }, "5"]] as const) {
         const port = await freePort()
