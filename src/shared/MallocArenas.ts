@@ -15,6 +15,7 @@
  *
  * @since 0.1.0
  */
+import { operatorSet } from "./StartupMemory.ts"
 
 /** The arenas a gateway process may use: the main one and one shared by every helper thread. */
 export const MALLOC_ARENAS = 2
@@ -30,7 +31,7 @@ export const plan = (
 ): NodeJS.ProcessEnv | undefined => {
   if (platform !== "linux" || !canExec) return undefined
   if (env["MALLOC_ARENA_MAX"] !== undefined || env["NODE_UNIQUE_ID"] !== undefined) return undefined
-  if (INSPECTOR_FLAG.test(execArgv.join(" ")) || INSPECTOR_FLAG.test(env["NODE_OPTIONS"] ?? "")) return undefined
+  if (operatorSet(INSPECTOR_FLAG, execArgv, env)) return undefined
   return { ...env, MALLOC_ARENA_MAX: String(MALLOC_ARENAS) }
 }
 

@@ -34,7 +34,9 @@ const OPERATOR_FLAG = /--(?:max-semi-space-size|min-semi-space-size|semi-space-g
 /** V8 takes `_` for `-` and `--noflag` for `--no-flag`. */
 const OPERATOR_SCAVENGE_FLAG = /--(?:no[-_]?)?parallel[-_]scavenge\b/
 
-const operatorSet = (flag: RegExp): boolean => flag.test(process.execArgv.join(" ")) || flag.test(process.env["NODE_OPTIONS"] ?? "")
+/** Whether the operator gave node a flag: on the command line (`execArgv`) or in NODE_OPTIONS. */
+export const operatorSet = (flag: RegExp, execArgv: ReadonlyArray<string> = process.execArgv, env: NodeJS.ProcessEnv = process.env): boolean =>
+  flag.test(execArgv.join(" ")) || flag.test(env["NODE_OPTIONS"] ?? "")
 
 const youngGenerationBytes = (): number => {
   for (const space of getHeapSpaceStatistics()) if (space.space_name === "new_space") return space.space_size
