@@ -475,7 +475,7 @@ const complete = (
     mcp?.resourceUri,
     mcp?.toolName,
     mcp?.promptName,
-    mcp?.sessionId,
+    mcp?.sessionRef,
     ctx.retryAttempt,
     closedText(ctx, res, error),
     // Upstream logs the reason only when something other than the upstream answered.

@@ -3,7 +3,7 @@
  * - `Authorizer`: the `mcpAuthorization` policy (a per-item allow predicate). List results
  *   are filtered with it and calls to a denied item answer as if it did not exist.
  * - `McpLogFields`: what the access log and `agentgateway_mcp_requests_total` read from the
- *   request (`mcp.method.name`, `mcp.target`, `gen_ai.tool.name`, `mcp.session.id`).
+ *   request (`mcp.method.name`, `mcp.target`, `gen_ai.tool.name`, `mcp.session.id` as a digest of the session id).
  *
  * @since 0.1.0
  */
@@ -36,6 +36,8 @@ export interface McpLogFields {
   promptName?: string | undefined
   /** `mcp.resource.uri` (the upstream's URI) */
   resourceUri?: string | undefined
-  /** `mcp.session.id` */
+  /** The session's id (CEL `mcp.sessionId`); never logged: it resumes the session. */
   sessionId: string | undefined
+  /** `mcp.session.id` in the access log: `Session.logRef` of the id, set with it. */
+  sessionRef?: string | undefined
 }

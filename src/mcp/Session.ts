@@ -7,6 +7,7 @@
  *
  * @since 0.1.0
  */
+import { createHash } from "node:crypto"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
@@ -135,6 +136,15 @@ export const parseRelayId = (id: McpSchema.Id | null): { readonly target: string
   return { target: m[1]!, id: m[3]! }
 }
 
+/**
+ * What the access log writes as `mcp.session.id`: the first 16 hex digits of the id's SHA-256.
+ * The id itself is a bearer capability (whoever has it can resume an anonymous session, and a
+ * sealed id reopens it on any replica), so logs carry a digest that correlates the lines of one
+ * session, on every replica, and can be recomputed from a known id
+ * (`printf %s "$id" | sha256sum | cut -c1-16`), but resumes nothing.
+ */
+export const logRef = (id: string): string => createHash("sha256").update(id).digest("hex").slice(0, 16)
+
 export class Session {
   /** Set by `seal` once initialize told the upstream session ids (the id seals them). */
   id: string
@@ -183,6 +193,18 @@ export class Session {
   seal(id: string, state: SessionState): void {
     this.id = id
     this.state = state
+  }
+
+  private ref: string | undefined = undefined
+  private refOf: string | undefined = undefined
+
+  /** `logRef(id)`, computed once per id (a request's log line must not hash it again). */
+  get logRef(): string {
+    if (this.refOf !== this.id || this.ref === undefined) {
+      this.ref = logRef(this.id)
+      this.refOf = this.id
+    }
+    return this.ref
   }
 
   /** The inbound side handed to a target's connection. */

@@ -23,7 +23,7 @@ import { SseBody } from "./EventStream.ts"
 import * as Fanout from "./Fanout.ts"
 import * as McpSchema from "./McpSchema.ts"
 import * as Naming from "./Naming.ts"
-import { parseRelayId, type Session } from "./Session.ts"
+import { logRef, parseRelayId, type Session } from "./Session.ts"
 import { type Backend, callContext, connectSession, draftState, GET_HEARTBEAT_MS, openFailed } from "./StreamableHttp.ts"
 
 /** The path that selects this frontend (anything else is Streamable HTTP). */
@@ -65,7 +65,7 @@ export const handler = (backend: Backend): Handler => {
     }
     const id = crypto.randomUUID()
     const state = draftState(backend, ctx.identity, McpSchema.LATEST_VERSION)
-    ctx.mcp = { method: undefined, target: undefined, toolName: undefined, sessionId: id }
+    ctx.mcp = { method: undefined, target: undefined, toolName: undefined, sessionId: id, sessionRef: logRef(id) }
     return Effect.flatMap(Effect.result(connectSession(backend, naming, state, id, false, callContext(backend, ctx, state.protocolVersion))), (opened) => {
       if (opened._tag === "Failure") return openFailed(null, opened.failure)
       const session = opened.success
@@ -133,7 +133,7 @@ export const handler = (backend: Backend): Handler => {
       if (message === undefined) return Effect.succeed(json(400, McpSchema.errorResponse(null, McpSchema.ErrorCode.ParseError, "invalid JSON-RPC message")))
       const session = found.session
       session.lastActive = Date.now()
-      ctx.mcp = { method: message._tag === "Response" ? undefined : message.message.method, target: undefined, toolName: undefined, sessionId: id }
+      ctx.mcp = { method: message._tag === "Response" ? undefined : message.message.method, target: undefined, toolName: undefined, sessionId: id, sessionRef: session.logRef }
       const context = callContext(backend, ctx, session.state.protocolVersion)
       const accepted = plain(202, "Accepted")
       switch (message._tag) {

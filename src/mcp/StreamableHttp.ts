@@ -239,7 +239,10 @@ export const handler = (backend: Backend): Handler => {
             const id = backend.sealer.seal(state)
             session.seal(id, state)
             backend.store.set(id, session)
-            if (ctx.mcp !== undefined) ctx.mcp.sessionId = id
+            if (ctx.mcp !== undefined) {
+              ctx.mcp.sessionId = id
+              ctx.mcp.sessionRef = session.logRef
+            }
             // Upstream server-initiated streams open now: list_changed must reach the cache even before the client GETs.
             return Effect.as(Effect.forEach([...session.upstreams.values()], (u) => u.listen(context), { discard: true }), outcome)
           })
@@ -307,7 +310,10 @@ export const handler = (backend: Backend): Handler => {
       if (found === 400) return Effect.succeed(plain(400, "invalid session ID header"))
       if (found === 404) return Effect.succeed(plain(404, "session not found"))
       if (found === 503) return Effect.succeed(plain(503, "too many MCP sessions"))
-      if (ctx.mcp !== undefined) ctx.mcp.sessionId = id
+      if (ctx.mcp !== undefined) {
+        ctx.mcp.sessionId = id
+        ctx.mcp.sessionRef = found.logRef
+      }
       return use(found)
     })
   }

@@ -7,6 +7,7 @@
  */
 import { exportJWK, generateKeyPair, SignJWT } from "jose"
 import { type ChildProcess, spawn } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -177,9 +178,11 @@ describe("mcpAuthorization (examples/mcp-authorization)", () => {
       expect(found).toBeDefined()
       return found!
     })
-    for (const field of ["protocol=mcp", "mcp.target=mcp2", "mcp.resource.type=tool", "gen_ai.tool.name=echo", `mcp.session.id=${sessionId}`, "jwt.sub=test-user", "http.status=200"]) {
+    for (const field of ["protocol=mcp", "mcp.target=mcp2", "mcp.resource.type=tool", "gen_ai.tool.name=echo", `mcp.session.id=${createHash("sha256").update(sessionId).digest("hex").slice(0, 16)}`, "jwt.sub=test-user", "http.status=200"]) {
       expect(line).toContain(field)
     }
+    // The id itself resumes the session: the log carries only its digest.
+    expect(line).not.toContain(sessionId)
     // A denied prompt is logged and counted under the name the target knows it by.
     const beforePrompt = gw.logs.length
     const denied = await rawCall(url, sessionId, user, { jsonrpc: "2.0", id: 5, method: "prompts/get", params: { name: "simple-prompt" } })

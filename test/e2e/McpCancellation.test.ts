@@ -12,6 +12,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js"
 import { SSEClientTransport } from "@modelcontextprotocol/sdk/client/sse.js"
 import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js"
 import type { ChildProcess } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -127,7 +128,14 @@ describe("MCP cancellation, never-mode paging, SSE log fields", () => {
 
   it("logs a legacy SSE call with its MCP fields", async () => {
     const client = new Client({ name: "sse-log", version: "1.0.0" })
-    const transport = new SSEClientTransport(new URL(gw.url(port, "/sse")))
+    // The session id is only in the URLs the client POSTs to.
+    const posted: Array<string> = []
+    const transport = new SSEClientTransport(new URL(gw.url(port, "/sse")), {
+      fetch: (url, init) => {
+        if (init?.method === "POST") posted.push(String(url))
+        return fetch(url, init)
+      }
+    })
     await client.connect(transport)
     const before = gw.logs.length
     expect(text(await client.callTool({ name: "h_echo", arguments: { text: "logged" } }))).toBe("remote: logged")
@@ -139,7 +147,11 @@ describe("MCP cancellation, never-mode paging, SSE log fields", () => {
     for (const field of ["http.path=/sse", "protocol=mcp", "mcp.target=h", "mcp.resource.type=tool", "gen_ai.tool.name=echo", "http.status=202"]) {
       expect(line).toContain(field)
     }
-    expect(line).toMatch(/ mcp\.session\.id=[0-9a-f-]{36}( |$)/)
+    // A digest of the session id, never the id: the id in the POST's query resumes the session.
+    const sessionId = posted.map((u) => new URL(u).searchParams.get("sessionId")).find((id) => id !== null)
+    expect(sessionId).toMatch(/^[0-9a-f-]{36}$/)
+    expect(line).toContain(` mcp.session.id=${createHash("sha256").update(sessionId!).digest("hex").slice(0, 16)}`)
+    expect(line).not.toContain(sessionId)
     await client.close()
   })
 
