@@ -306,7 +306,8 @@ const routeByName = (
     if (r === undefined || upstream === undefined || !options.authorize({ kind, target: r.target, name: r.name }, call.request)) {
       return Effect.succeed(unknownItem(request.id, kind, exposed))
     }
-    const params = { ...request.params, name: r.name }
+    // Unprefixed names (one target) reach it as the client sent them: no copy.
+    const params = r.name === exposed ? request.params : { ...request.params, name: r.name }
     return relay(session, upstream, request, params, call, (x) => x)
   })
 }

@@ -81,18 +81,21 @@ export type Classified =
   | { readonly _tag: "Notification"; readonly message: Notification }
   | { readonly _tag: "Response"; readonly message: Response }
 
-/** Decodes and classifies a parsed JSON value; undefined when it is not one JSON-RPC message. */
+const isRequest = (m: Message): m is Message & Request => m.method !== undefined && m.id !== undefined && m.id !== null
+const isNotification = (m: Message): m is Message & Notification => m.method !== undefined && (m.id === undefined || m.id === null)
+const isResponse = (m: Message): m is Message & Response => m.method === undefined && m.id !== undefined && (m.result !== undefined || m.error !== undefined)
+
+/**
+ * Decodes and classifies a parsed JSON value; undefined when it is not one JSON-RPC message.
+ * The message is the parsed object itself, not a copy (two copies per call were ≈ 1 µs of a
+ * `tools/call`): nothing else holds it.
+ */
 export const classify = (value: unknown): Classified | undefined => {
   if (Array.isArray(value)) return undefined
   if (!isMessage(value)) return undefined
-  const m = value
-  if (m.method !== undefined) {
-    if (m.id === undefined || m.id === null) return { _tag: "Notification", message: { ...m, method: m.method } }
-    return { _tag: "Request", message: { ...m, id: m.id, method: m.method } }
-  }
-  if (m.id !== undefined && (m.result !== undefined || m.error !== undefined)) {
-    return { _tag: "Response", message: { ...m, id: m.id } }
-  }
+  if (isRequest(value)) return { _tag: "Request", message: value }
+  if (isNotification(value)) return { _tag: "Notification", message: value }
+  if (isResponse(value)) return { _tag: "Response", message: value }
   return undefined
 }
 
@@ -121,6 +124,10 @@ export const parse = (text: string): Classified | undefined => {
   const value = decode(text)
   return value === NOT_JSON ? undefined : classify(value)
 }
+
+/** `parse` of a request body's bytes, decoded as UTF-8 in place (a view, not a copy). */
+export const parseBytes = (bytes: Uint8Array): Classified | undefined =>
+  parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"))
 
 /**
  * What an upstream sent that is not a usable message. `id` is set when it still looks like the

@@ -129,7 +129,7 @@ export const handler = (backend: Backend): Handler => {
     if (!contentType.startsWith("application/json")) return Effect.succeed(plain(415, "Unsupported Media Type: Content-Type must be application/json"))
     return Effect.flatMap(RequestBody.read(ctx, backend.maxBodyBytes), (bytes) => {
       if (bytes === undefined) return Effect.fail(ProxyError.make({ _tag: "BodyTooLarge" }))
-      const message = McpSchema.parse(Buffer.from(bytes).toString("utf8"))
+      const message = McpSchema.parseBytes(bytes)
       if (message === undefined) return Effect.succeed(json(400, McpSchema.errorResponse(null, McpSchema.ErrorCode.ParseError, "invalid JSON-RPC message")))
       const session = found.session
       session.lastActive = Date.now()

@@ -270,9 +270,10 @@ export const handler = (backend: Backend): Handler => {
 
   /** The session an id names on this backend for this caller, reopened from its sealed state if needed. */
   const lookup = (ctx: ProxyRequest, id: string): Effect.Effect<Session | 400 | 404 | 503> => {
-    if (!VISIBLE_ASCII.test(id)) return Effect.succeed(400)
     const identity = ctx.identity ?? ""
+    // The store holds only ids this gateway issued (visible ASCII): the check is for the others.
     const found = backend.store.get(id)
+    if (found === undefined && !VISIBLE_ASCII.test(id)) return Effect.succeed(400)
     if (found !== undefined) {
       if (found.closed) return Effect.succeed(404)
       if (found.state.identity !== identity) return Effect.succeed(404)
@@ -375,7 +376,7 @@ export const handler = (backend: Backend): Handler => {
     if (!contentType.startsWith("application/json")) return Effect.succeed(plain(415, "Unsupported Media Type: Content-Type must be application/json"))
     return Effect.flatMap(RequestBody.read(ctx, backend.maxBodyBytes), (bytes) => {
       if (bytes === undefined) return Effect.fail(ProxyError.make({ _tag: "BodyTooLarge" }))
-      const message = McpSchema.parse(Buffer.from(bytes).toString("utf8"))
+      const message = McpSchema.parseBytes(bytes)
       if (message === undefined) return Effect.succeed(rpcError(400, null, McpSchema.ErrorCode.ParseError, "invalid JSON-RPC message"))
       const id = message._tag === "Request" ? message.message.id : null
       const method = message._tag === "Response" ? undefined : message.message.method

@@ -11,7 +11,7 @@ import type * as Ir from "../../src/ir/Ir.ts"
 import * as McpBackend from "../../src/mcp/McpBackend.ts"
 import * as Naming from "../../src/mcp/Naming.ts"
 import { SseBody } from "../../src/mcp/EventStream.ts"
-import { BACKLOG_MAX_BYTES, BACKLOG_MAX_MESSAGES, Session } from "../../src/mcp/Session.ts"
+import { BACKLOG_MAX_BYTES, BACKLOG_MAX_MESSAGES, logRef, memoryStore, Session } from "../../src/mcp/Session.ts"
 import * as SessionSealer from "../../src/mcp/SessionSealer.ts"
 import * as StreamableHttp from "../../src/mcp/StreamableHttp.ts"
 import type { BodySink } from "../../src/pipeline/ProxyResponse.ts"
@@ -261,6 +261,55 @@ describe("Naming", () => {
     assert.strictEqual(Naming.exposeName(Naming.make(["a"], "always"), "a", "echo"), "a_echo")
     assert.strictEqual(Naming.exposeName(Naming.make(["a", "b"], "never"), "a", "echo"), "echo")
   })
+})
+
+describe("Session store and log reference", () => {
+  const state = { backend: "/b", identity: "", protocolVersion: "2025-06-18", upstreams: {}, resumable: false, nonce: "", issuedAt: 0 }
+
+  it.effect("finds each id exactly, also ids that share the prefix it hashes", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const store = memoryStore()
+      const prefix = "p".repeat(40)
+      const ids = [`${prefix}a`, `${prefix}b`, `${prefix}c`, "short"]
+      const sessions = ids.map((id) => new Session(id, state, scope, Naming.make(["t"], "conditional"), 0))
+      ids.forEach((id, i) => store.set(id, sessions[i]!))
+      ids.forEach((id, i) => assert.strictEqual(store.get(id), sessions[i]))
+      // Same prefix, another id: not found; a fresh string of a stored id: found.
+      assert.strictEqual(store.get(`${prefix}d`), undefined)
+      assert.strictEqual(store.get(Buffer.from(ids[1]!).toString("latin1")), sessions[1])
+      assert.strictEqual([...store.values()].length, 4)
+      // Deleting the id that holds the prefix leaves the others that share it.
+      store.delete(ids[0]!)
+      assert.strictEqual(store.get(ids[0]!), undefined)
+      assert.strictEqual(store.get(ids[1]!), sessions[1])
+      assert.strictEqual(store.get(ids[2]!), sessions[2])
+      store.delete(ids[2]!)
+      assert.strictEqual(store.get(ids[2]!), undefined)
+      const held = () => [...store.values()].map((s) => s.id).sort()
+      assert.deepStrictEqual(held(), [ids[1], ids[3]])
+      // Set again after a delete: found again; an id set again while its prefix is free is held once.
+      store.set(ids[0]!, sessions[0]!)
+      assert.strictEqual(store.get(ids[0]!), sessions[0])
+      store.delete(ids[0]!)
+      store.set(ids[1]!, sessions[1]!)
+      assert.deepStrictEqual(held(), [ids[1], ids[3]])
+      store.delete(ids[1]!)
+      assert.strictEqual(store.get(ids[1]!), undefined)
+      assert.deepStrictEqual(held(), [ids[3]])
+      yield* Scope.close(scope, Exit.void)
+    }))
+
+  it.effect("logs a session as the first 16 hex digits of its id's SHA-256, recomputed when the id is sealed", () =>
+    Effect.gen(function*() {
+      const scope = yield* Scope.make()
+      const session = new Session("draft", state, scope, Naming.make(["t"], "conditional"), 0)
+      assert.strictEqual(session.logRef, crypto.createHash("sha256").update("draft").digest("hex").slice(0, 16))
+      session.seal("sealed-id", state)
+      assert.strictEqual(session.logRef, logRef("sealed-id"))
+      assert.match(session.logRef, /^[0-9a-f]{16}$/)
+      yield* Scope.close(scope, Exit.void)
+    }))
 })
 
 describe("Session backlog", () => {
