@@ -101,9 +101,9 @@ export const scavengeOnMainThread = (): boolean => {
  * collects again, percent: `--heap-growing-percent`, which V8 reads at each full collection.
  * V8's own factor is dynamic, 1.1× to 4× by the collector's measured speed against the
  * program's, and a gateway's old generation is mostly garbage promoted by scavenges (requests in
- * flight across two of them): with 16–18 MiB kept, runs of `bench:http` with a high factor let
- * it reach 40–60 MiB (peak RSS 155–164 MiB, which V8 did not give back) where others collected
- * near 25. At 1.3× the next collection comes at what was kept plus 8 MiB (V8's least step).
+ * flight across two of them): with 16–18 MiB kept, some runs of `bench:http` (a high factor) let
+ * it reach 53–61 MiB, and V8 did not give those pages back (peak RSS 154 and 164 MiB, against
+ * 119–126 in the runs with the limit). 1.3× is V8's own factor when it grows conservatively.
  */
 export const OLD_GENERATION_GROWTH_PERCENT = 30
 
