@@ -40,6 +40,13 @@ const OPERATOR_SCAVENGE_FLAG = /--(?:no[-_]?)?parallel[-_]scavenge\b/
 export const operatorSet = (flag: RegExp, execArgv: ReadonlyArray<string> = process.execArgv, env: NodeJS.ProcessEnv = process.env): boolean =>
   flag.test(execArgv.join(" ")) || flag.test(env["NODE_OPTIONS"] ?? "")
 
+/** Sets V8 `flag` unless the operator passed one `operatorFlag` matches; returns whether it set it. Idempotent. */
+const setUnlessOperatorSet = (operatorFlag: RegExp, flag: string): boolean => {
+  if (operatorSet(operatorFlag)) return false
+  setFlagsFromString(flag)
+  return true
+}
+
 const youngGenerationBytes = (): number => {
   for (const space of getHeapSpaceStatistics()) if (space.space_name === "new_space") return space.space_size
   return 0
@@ -90,11 +97,7 @@ export const capYoungGeneration = (semiSpaceMiB: number = YOUNG_SEMI_SPACE_MIB):
  * a millisecond without them. `bench:http -- --compare` read 0.94–0.95× the CPU per small GET
  * and `bench:mcp -- --compare` 0.87–0.89× per tools/call (README, Operating → Memory). Idempotent.
  */
-export const scavengeOnMainThread = (): boolean => {
-  if (operatorSet(OPERATOR_SCAVENGE_FLAG)) return false
-  setFlagsFromString("--no-parallel-scavenge")
-  return true
-}
+export const scavengeOnMainThread = (): boolean => setUnlessOperatorSet(OPERATOR_SCAVENGE_FLAG, "--no-parallel-scavenge")
 
 /**
  * How far V8 lets the old generation grow past what the last full collection kept before it
@@ -113,11 +116,8 @@ const OPERATOR_GROWTH_FLAG = /--heap[-_]growing[-_]percent\b/
  * `--heap-growing-percent=` {@link OLD_GENERATION_GROWTH_PERCENT}, unless the operator passed
  * `--heap-growing-percent`. Returns whether it set it. Idempotent.
  */
-export const limitOldGenerationGrowth = (percent: number = OLD_GENERATION_GROWTH_PERCENT): boolean => {
-  if (operatorSet(OPERATOR_GROWTH_FLAG)) return false
-  setFlagsFromString(`--heap-growing-percent=${percent}`)
-  return true
-}
+export const limitOldGenerationGrowth = (percent: number = OLD_GENERATION_GROWTH_PERCENT): boolean =>
+  setUnlessOperatorSet(OPERATOR_GROWTH_FLAG, `--heap-growing-percent=${percent}`)
 
 export const releaseStartupMemory = (): void => {
   setFlagsFromString("--expose-gc")

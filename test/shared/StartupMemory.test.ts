@@ -1,6 +1,6 @@
 /**
- * The young-generation cap a serving gateway sets (src/shared/StartupMemory.ts), in a fresh Node
- * process each time: V8 heap sizing is per process, and this one's is vitest's. The workload
+ * The V8 heap settings a serving gateway makes (src/shared/StartupMemory.ts: the young-generation
+ * cap, scavenges on the main thread, the old generation's growth), in a fresh Node process each time: V8 heap sizing is per process, and this one's is vitest's. The workload
  * keeps a rolling window of objects alive, so scavenges have survivors and V8 grows the young
  * generation as it does under proxy load, in small tasks as requests are (the cap is applied
  * between tasks, so one task that allocates several young generations' worth can overshoot it).
@@ -173,6 +173,8 @@ const oldGeneration = (options: { readonly apply: boolean; readonly nodeArgs?: R
     for (let i = 0; i < 250_000; i++) kept.push({ i, s: "kept" + i })
     let largest = 0
     const old = () => getHeapSpaceStatistics().find((s) => s.space_name === "old_space").space_size
+    // Reading kept at exit keeps it alive: a module variable nothing reads later is dead to V8,
+    // which then collects it and the old generation stays small with or without the limit.
     process.on("beforeExit", () => console.log(JSON.stringify({ applied, largest, kept: kept.length })))
     `,
     "largest = Math.max(largest, old())",
