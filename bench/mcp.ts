@@ -9,8 +9,11 @@
  * `beta`: McpServer + StreamableHTTPServerTransport, stateful), the baseline proxy
  * (bench/baseline-proxy.ts) in front of alpha, mcp-proxy (the npm devDependency, its default
  * settings) serving the same server run over stdio as Streamable HTTP, and the gateway
- * (dist/main.js) with two MCP routes: /one with alpha as its single target and /fed federating
- * alpha and beta (tools named `alpha_*`, `beta_*`).
+ * (dist/main.js) with three MCP routes: /one with alpha as its single target, /stdio with the
+ * same server run over stdio as its single target (one server process per MCP session, as
+ * upstream agentgateway does: the like-for-like comparison with mcp-proxy, which serves every
+ * session from one stdio server), and /fed federating alpha and beta (tools named `alpha_*`,
+ * `beta_*`).
  *
  * The load is this file's own (not autocannon: MCP needs sessions): BENCH_SESSIONS MCP
  * sessions per path, each initialized once before the warm-up, then each in a closed loop of
@@ -27,6 +30,8 @@
  * bench/http.ts (BENCH_CONNECTIONS does not apply), and
  *   BENCH_SESSIONS   concurrent MCP sessions per path, one call in flight each (default 16)
  *   BENCH_SCENARIOS  "call" or "list" to run one scenario only (default both)
+ *   BENCH_ONLY       tools/call paths to load, by their report names, comma-separated (e.g.
+ *                    "baseline,gateway"; default all)
  *
  * `node bench/mcp.ts --compare` judges a change on the single-target tools/call path as
  * `bench/http.ts --compare` does (gateway A = dist/main.js, B = BENCH_B_MAIN and/or
@@ -121,6 +126,9 @@ const LIST: McpScenario = {
   body: undefined,
   rpc: (id) => `{"jsonrpc":"2.0","id":${id},"method":"tools/list"}`
 }
+
+/** BENCH_ONLY=baseline,gateway: the tools/call paths to load, by their names in the report (default all). */
+const ONLY = (process.env["BENCH_ONLY"] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "")
 
 /** BENCH_SCENARIOS=call or =list runs one scenario only. */
 const wanted = (process.env["BENCH_SCENARIOS"] ?? "").toLowerCase().split(",").map((s) => s.trim()).filter((s) => s !== "")
@@ -368,6 +376,13 @@ binds:
           targets:
           - name: alpha
             mcp: {host: "http://127.0.0.1:${alpha}/mcp"}
+    - name: stdio
+      matches: [{path: {pathPrefix: /stdio}}]
+      backends:
+      - mcp:
+          targets:
+          - name: stdio
+            stdio: {cmd: ${JSON.stringify(NODE_BIN)}, args: [${JSON.stringify(ECHO_SERVER)}, stdio, stdio]}
     - name: fed
       matches: [{path: {pathPrefix: /fed}}]
       backends:
@@ -423,6 +438,7 @@ const DIRECT = "direct"
 const BASELINE = "baseline"
 const MCP_PROXY = "mcp-proxy"
 const GATEWAY = "gateway"
+const GATEWAY_STDIO = "gateway, stdio target"
 const LIST_DIRECT = "direct (alpha)"
 const LIST_GATEWAY = "gateway, 2 targets"
 
@@ -462,6 +478,13 @@ const targetsTable = (calls: ReadonlyArray<Measurement>, lists: ReadonlyArray<Me
     row("gateway calls/s vs mcp-proxy calls/s", perSecond(gateway) / perSecond(of(calls, MCP_PROXY)), MIN_VS_MCP_PROXY, false)
     row("gateway calls/s vs direct calls/s", perSecond(gateway) / perSecond(of(calls, DIRECT)), MIN_VS_DIRECT, false)
   }
+  const stdio = of(calls, GATEWAY_STDIO)
+  if (stdio !== undefined) {
+    // Like for like with mcp-proxy: both reach the same server over stdio (the gateway, as
+    // upstream does, with one server process per session; mcp-proxy with one for all).
+    row("gateway (stdio target) calls/s vs mcp-proxy calls/s", perSecond(stdio) / perSecond(of(calls, MCP_PROXY)), MIN_VS_MCP_PROXY, false)
+    row("gateway (stdio target) calls/s vs direct calls/s", perSecond(stdio) / perSecond(of(calls, DIRECT)), MIN_VS_DIRECT, false)
+  }
   const federated = of(lists, LIST_GATEWAY)
   if (federated !== undefined) {
     row("federated tools/list/s vs direct tools/list/s", perSecond(federated) / perSecond(of(lists, LIST_DIRECT)), MIN_LIST_VS_DIRECT, false)
@@ -493,12 +516,15 @@ const main = async (): Promise<void> => {
       `mcp-proxy :${mcpProxy.port} (stdio server pid ${mcpProxy.serverPids.join(", ")}), gateway :${gateway.port} (/one, /fed)\n`
   )
 
-  const callProxies: ReadonlyArray<Proxy> = [
+  const stdioPids: Array<number> = []
+  const callProxies: ReadonlyArray<Proxy> = ([
     { ...proxyOf(DIRECT, alpha.port, alpha.child, "/mcp"), upstreamPids: [] },
     { ...proxyOf(BASELINE, baseline.port, baseline.child, "/mcp"), upstreamPids: [alphaPid] },
     { ...proxyOf(MCP_PROXY, mcpProxy.port, mcpProxy.child, "/mcp"), upstreamPids: mcpProxy.serverPids },
-    { ...proxyOf(GATEWAY, gateway.port, gateway.child, "/one/mcp"), upstreamPids: [alphaPid] }
-  ]
+    { ...proxyOf(GATEWAY, gateway.port, gateway.child, "/one/mcp"), upstreamPids: [alphaPid] },
+    // Filled once its sessions are open: the gateway spawns one stdio server per session.
+    { ...proxyOf(GATEWAY_STDIO, gateway.port, gateway.child, "/stdio/mcp"), upstreamPids: stdioPids }
+  ] satisfies Array<Proxy>).filter((p) => ONLY.length === 0 || ONLY.includes(p.name))
   const listDirect: Proxy = { ...proxyOf(LIST_DIRECT, alpha.port, alpha.child, "/mcp"), upstreamPids: [] }
   const listGateway: Proxy = { ...proxyOf(LIST_GATEWAY, gateway.port, gateway.child, "/fed/mcp"), upstreamPids: [alphaPid, betaPid] }
   const listProxies: ReadonlyArray<Proxy> = [listDirect, listGateway]
@@ -507,7 +533,8 @@ const main = async (): Promise<void> => {
     [DIRECT, alpha.port, "/mcp", "alpha"],
     [BASELINE, baseline.port, "/mcp", "alpha"],
     [MCP_PROXY, mcpProxy.port, "/mcp", "stdio"],
-    [`${GATEWAY} /one`, gateway.port, "/one/mcp", "alpha"]
+    [`${GATEWAY} /one`, gateway.port, "/one/mcp", "alpha"],
+    [`${GATEWAY} /stdio`, gateway.port, "/stdio/mcp", "stdio"]
   ]
   for (const [name, port, endpoint, server] of checks) {
     printCheck(name, await sanityCheck(port, endpoint, server), `tools/call echo, tools/list of ${TOOLS.length}, whoami = ${server}`)
@@ -518,6 +545,7 @@ const main = async (): Promise<void> => {
   const listMeasurements: Array<Measurement<McpScenario>> = []
   if (runs("call")) {
     for (const p of callProxies) await prepare(p, isEcho)
+    stdioPids.push(...descendants(pidOf(gateway.child, "the gateway")))
     process.stdout.write(`running ${CALL.name} ...\n`)
     callMeasurements.push(...await runScenario(callProxies, CALL, alphaPid, mcpLoad))
   }
@@ -550,7 +578,7 @@ const main = async (): Promise<void> => {
       all,
       gateway.stderr(),
       cpus.length,
-      `"upstream CPU"/"server CPU" = the servers behind a path: alpha (baseline, gateway /one), alpha + beta (gateway /fed), ` +
+      `"upstream CPU"/"server CPU" = the servers behind a path: alpha (baseline, gateway /one), alpha + beta (gateway /fed), the stdio servers the gateway spawned, one per session (gateway /stdio), ` +
         `the stdio server mcp-proxy spawned (mcp-proxy); for direct the server itself is the measured process. ` +
         `"CPU µs/req" above means per call (per list). Latencies are per answered call, measured in this process.\n${stderrs.join("")}`
     )
